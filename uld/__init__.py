@@ -1,0 +1,9 @@
+"""uld: a teaching and replication kit for the Universal Logit Distillation loss.
+
+>>> from uld import uld_distance, ULDLoss, ULDOutput
+"""
+
+from uld.loss import ULDLoss, ULDOutput, uld_distance
+
+__all__ = ["uld_distance", "ULDLoss", "ULDOutput"]
+__version__ = "0.1.0"
