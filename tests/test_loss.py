@@ -8,7 +8,7 @@ import torch
 from batches import random_case, random_labels, zipf_logits
 from reference import reference_loss
 from uld import ULDLoss, ULDOutput, uld_distance
-from uld.loss import sorted_softmax_l1, top_k_sorted_softmax_l1
+from uld.loss import top_k_uld_distance
 
 
 def with_grad(inputs):
@@ -39,11 +39,12 @@ def test_values_and_gradients_match_the_loop_reference(seed):
     assert out.distillation_error_bound.item() == 0.0
 
 
+@pytest.mark.parametrize("top_k", [None, 3])
 @pytest.mark.parametrize("seed", range(6))
-def test_gradcheck_in_float64(seed):
+def test_gradcheck_in_float64(seed, top_k):
     inputs, options = random_case(1000 + seed, max_vocab=7, max_batch=2)
     labels = {k: v for k, v in inputs.items() if k not in ("student_logits", "teacher_logits")}
-    loss_fn = ULDLoss(**options)
+    loss_fn = ULDLoss(**options, top_k=top_k)
 
     def total(student_logits, teacher_logits):
         return loss_fn(student_logits, teacher_logits, **labels).loss
@@ -160,13 +161,14 @@ def test_teacher_gradient_flows_only_when_asked():
     assert inputs["teacher_logits"].grad is None
 
 
-def test_exact_rows_match_the_composed_closed_form_in_float32_at_scale():
+def test_exact_mode_matches_the_composed_closed_form_in_float32_at_scale():
     g = torch.Generator().manual_seed(6)
-    student = zipf_logits(g, 5, 5000)
-    teacher = zipf_logits(g, 5, 3200, exponent=0.9)
-    fast = sorted_softmax_l1(student, teacher, 1.0, 2.0)
-    composed = uld_distance(student.softmax(-1), (teacher / 2.0).softmax(-1))
-    torch.testing.assert_close(fast, composed, rtol=1e-5, atol=1e-6)
+    student = zipf_logits(g, 5, 5000).unsqueeze(0)
+    teacher = zipf_logits(g, 5, 3200, exponent=0.9).unsqueeze(0)
+    labels = torch.zeros(1, 5, dtype=torch.long)  # encoder-decoder: every position is an answer
+    out = ULDLoss(teacher_temperature=2.0)(student, teacher, labels, labels, True, True)
+    composed = uld_distance(student[0].softmax(-1), (teacher[0] / 2.0).softmax(-1)).mean()
+    torch.testing.assert_close(out.distillation, composed, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -179,7 +181,7 @@ def test_top_k_bound_holds_and_approximation_is_a_lower_bound(seed):
     student = zipf_logits(g, rows, student_vocab, noise=noise).double()
     teacher = zipf_logits(g, rows, teacher_vocab, exponent=0.7, noise=noise).double()
     k = int(torch.randint(1, 64, (1,), generator=g))
-    approx, bound = top_k_sorted_softmax_l1(student, teacher, 1.0, 1.0, k)
+    approx, bound = top_k_uld_distance(student.softmax(-1), teacher.softmax(-1), k)
     exact = uld_distance(student.softmax(-1), teacher.softmax(-1))
     assert (approx <= exact + 1e-12).all()
     assert (exact - approx <= bound + 1e-12).all()

@@ -27,10 +27,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["uld_distance", "ULDLoss", "ULDOutput"]
+from uld.sorting import sort_descending
+
+__all__ = ["uld_distance", "top_k_uld_distance", "ULDLoss", "ULDOutput"]
 
 # Rows sorted at once in the exact mode; bounds the working memory to a few such blocks.
 _CHUNK_ELEMENTS = 1 << 22
@@ -191,19 +192,41 @@ class ULDLoss(nn.Module):
         teacher_is_encoder_decoder: bool = False,
     ) -> ULDOutput:
         _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
-        student_logits, student_labels = _predicted_view(
-            student_logits, student_labels, student_is_encoder_decoder
+        student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
+        teacher_labels = self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)
+        student = self.answer_spans(student_labels, self.skip_student_eos)
+        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
+        aligned = torch.minimum(student.size, teacher.size)
+        sample, offset = _aligned_positions(aligned)
+        answer = student_labels != self.ignore_index
+        ce_sample, ce_position = answer.nonzero(as_tuple=True)
+        plan = _RowPlan(
+            student_rows=_flat_rows(student_logits, sample, student.start[sample] + offset),
+            teacher_rows=_flat_rows(teacher_logits, sample, teacher.start[sample] + offset),
+            crossentropy_rows=_flat_rows(student_logits, ce_sample, ce_position),
+            crossentropy_targets=self._checked_targets(student_labels[answer], student_logits.shape[-1]),
+            student_temperature=self.student_temperature,
+            teacher_temperature=self.teacher_temperature,
+            top_k=self.top_k,
         )
-        teacher_logits, teacher_labels = _predicted_view(
-            teacher_logits, teacher_labels, teacher_is_encoder_decoder
-        )
-        crossentropy = self.crossentropy_weight * self._crossentropy(student_logits, student_labels)
-        distillation, bound = self._distillation(
-            student_logits, teacher_logits, student_labels, teacher_labels
-        )
-        distillation = self.distillation_weight * distillation
-        bound = abs(self.distillation_weight) * bound
+        crossentropy, distances, bounds = _ULDRows.apply(student_logits, teacher_logits, plan)
+        crossentropy = self.crossentropy_weight * crossentropy
+        distillation = self.distillation_weight * _mean_per_sample_then_batch(distances, sample, aligned)
+        bound = abs(self.distillation_weight) * _mean_per_sample_then_batch(bounds, sample, aligned)
         return ULDOutput(crossentropy + distillation, crossentropy, distillation, bound)
+
+    def predicted_labels(self, labels: Tensor, is_encoder_decoder: bool) -> Tensor:
+        """Labels ``[B, T]`` re-indexed by the logit position that predicts them.
+
+        A decoder's logits at ``t`` predict label ``t + 1`` (causal shift); its last
+        position predicts nothing and gets ``ignore_index``.
+
+        >>> ULDLoss().predicted_labels(torch.tensor([[-100, 5, 6]]), is_encoder_decoder=False)
+        tensor([[   5,    6, -100]])
+        """
+        if is_encoder_decoder:
+            return labels
+        return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], self.ignore_index)], dim=1)
 
     def answer_spans(self, labels: Tensor, skip_eos: bool) -> AnswerSpans:
         """Answer start and size per row of already shifted ``labels [B, T]``.
@@ -218,148 +241,24 @@ class ULDLoss(nn.Module):
             size = (size - 1).clamp_min(0)
         return AnswerSpans(start, size)
 
-    def _crossentropy(self, logits: Tensor, labels: Tensor) -> Tensor:
-        answer = labels != self.ignore_index
-        targets = labels[answer]
-        vocab = logits.shape[-1]
+    def _checked_targets(self, targets: Tensor, vocab: int) -> Tensor:
         if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
             raise ValueError(
                 f"student labels must be token ids in [0, {vocab}) or ignore_index "
                 f"({self.ignore_index}); got values from {targets.min().item()} to "
                 f"{targets.max().item()}"
             )
-        rows = logits[answer]
-        if rows.shape[0] == 0:
-            return rows.sum().to(compute_dtype(rows))
-        rows = rows.to(compute_dtype(rows))
-        return F.cross_entropy(rows, targets.long(), reduction="sum") / rows.shape[0]
-
-    def _distillation(
-        self, student_logits: Tensor, teacher_logits: Tensor, student_labels: Tensor, teacher_labels: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        student = self.answer_spans(student_labels, self.skip_student_eos)
-        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
-        aligned = torch.minimum(student.size, teacher.size)
-        sample, offset = _aligned_positions(aligned)
-        student_rows = student_logits[sample, student.start[sample] + offset]
-        teacher_rows = teacher_logits[sample, teacher.start[sample] + offset]
-        dtype = compute_dtype(student_rows, teacher_rows)
-        student_rows, teacher_rows = student_rows.to(dtype), teacher_rows.to(dtype)
-        _check_no_nan("student", student_rows)
-        _check_no_nan("teacher", teacher_rows)
-        if self.top_k is None:
-            distances = sorted_softmax_l1(
-                student_rows, teacher_rows, self.student_temperature, self.teacher_temperature
-            )
-            bounds = torch.zeros_like(distances)
-        else:
-            distances, bounds = top_k_sorted_softmax_l1(
-                student_rows,
-                teacher_rows,
-                self.student_temperature,
-                self.teacher_temperature,
-                self.top_k,
-            )
-        return _mean_per_sample_then_batch(distances, sample, aligned), _mean_per_sample_then_batch(
-            bounds.detach(), sample, aligned
-        )
+        return targets.long()
 
 
-def sorted_softmax_l1(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    student_temperature: float = 1.0,
-    teacher_temperature: float = 1.0,
-) -> Tensor:
-    """Exact ULD distance per row between softmaxed logit rows, memory-lean.
+def top_k_uld_distance(p: Tensor, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k approximation of `uld_distance`, with a certified bound on its error.
 
     Args:
-        student_logits: ``[N, Vs]``; teacher_logits: ``[N, Vt]`` (same dtype).
+        p: ``[..., Vs]``, q: ``[..., Vt]`` probability vectors (rows summing to 1); k >= 1.
 
     Returns:
-        ``[N]``: ``uld_distance(softmax(s / Ts), softmax(t / Tt))`` row by row.
-
-    Same values as composing `uld_distance` with softmax, but the gradient of the L1 term
-    is known in the forward pass (``sign`` of the sorted difference), so it is pushed
-    through the softmax and un-sorted there, a block of rows at a time: the backward pass
-    keeps one ``[N, V]`` gradient per side that needs one, no sort indices, no padding.
-
-    >>> sorted_softmax_l1(torch.zeros(1, 2), torch.tensor([[0.0, -float("inf")]]))
-    tensor([1.])
-    """
-    return _SortedSoftmaxL1.apply(student_logits, teacher_logits, student_temperature, teacher_temperature)
-
-
-class _SortedSoftmaxL1(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, student_logits, teacher_logits, student_temperature, teacher_temperature):
-        needs_student, needs_teacher = ctx.needs_input_grad[:2]
-        rows = student_logits.shape[0]
-        distances = student_logits.new_empty(rows)
-        student_grad = torch.empty_like(student_logits) if needs_student else None
-        teacher_grad = torch.empty_like(teacher_logits) if needs_teacher else None
-        width = max(student_logits.shape[-1], teacher_logits.shape[-1])
-        step = max(1, _CHUNK_ELEMENTS // width)
-        for first in range(0, rows, step):
-            block = slice(first, first + step)
-            p, p_order = torch.softmax(student_logits[block] / student_temperature, -1).sort(-1, descending=True)
-            q, q_order = torch.softmax(teacher_logits[block] / teacher_temperature, -1).sort(-1, descending=True)
-            distances[block], sign_p, sign_q = _sorted_l1_with_signs(p, q)
-            if needs_student:
-                _unsort_softmax_grad(student_grad[block], sign_p, p, p_order, student_temperature)
-            if needs_teacher:
-                _unsort_softmax_grad(teacher_grad[block], sign_q, q, q_order, teacher_temperature)
-        ctx.save_for_backward(student_grad, teacher_grad)
-        return distances
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_distances):
-        student_grad, teacher_grad = ctx.saved_tensors
-        scale = grad_distances.unsqueeze(-1)
-        return (
-            None if student_grad is None else scale * student_grad,
-            None if teacher_grad is None else scale * teacher_grad,
-            None,
-            None,
-        )
-
-
-def _sorted_l1_with_signs(p: Tensor, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Sorted L1 of ``p [n, Vs]`` and ``q [n, Vt]`` (both sorted, >= 0) and its gradients.
-
-    The gradient of ``|a - b|`` is ``sign(a - b)`` (0 at a tie, as autograd's ``abs``);
-    on the part of the longer vector facing zero padding it is ``sign(value)``.
-    """
-    shared = min(p.shape[-1], q.shape[-1])
-    difference = p[:, :shared] - q[:, :shared]
-    distances = difference.abs().sum(-1) + p[:, shared:].sum(-1) + q[:, shared:].sum(-1)
-    head_sign = difference.sign()
-    sign_p = torch.cat([head_sign, p[:, shared:].sign()], dim=-1)
-    sign_q = torch.cat([-head_sign, q[:, shared:].sign()], dim=-1)
-    return distances, sign_p, sign_q
-
-
-def _unsort_softmax_grad(out: Tensor, grad_probs: Tensor, probs: Tensor, order: Tensor, temperature: float) -> None:
-    """Write into ``out`` the gradient w.r.t. the logits, given it w.r.t. sorted probs."""
-    grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True)) / temperature
-    out.scatter_(-1, order, grad_logits)
-
-
-def top_k_sorted_softmax_l1(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    student_temperature: float,
-    teacher_temperature: float,
-    k: int,
-) -> tuple[Tensor, Tensor]:
-    """Top-k approximation of the ULD distance per row, with a certified error bound.
-
-    Args:
-        student_logits: ``[N, Vs]``; teacher_logits: ``[N, Vt]``; k >= 1.
-
-    Returns:
-        ``(approximation [N], bound [N])`` with ``0 <= exact - approximation <= bound``.
+        ``(approximation [...], bound [...])`` with ``0 <= exact - approximation <= bound``.
 
     With ``p``, ``q`` sorted in decreasing order and zero-padded to a common size, split
     the exact distance at rank ``k``:
@@ -372,35 +271,203 @@ def top_k_sorted_softmax_l1(
 
         0 <= exact - approx <= P + Q - |P - Q| = 2 min(P, Q).
 
-    The bound is therefore ``2 * min(P, Q)``: zero when either side keeps all its mass in
-    its top k (in particular when k covers a vocabulary), and small whenever one model is
-    confident. Tail masses are summed from the probabilities outside the top k, not as
-    ``1 - head``, so they keep their precision.
+    The bound is ``2 min(P, Q)``: zero when either side keeps all its mass in its top k
+    (in particular when k covers its vocabulary), small when either model is confident.
+    Tail masses are summed from the probabilities outside the top k, not taken as
+    ``1 - head``, so they keep their precision when tiny.
 
-    >>> approx, bound = top_k_sorted_softmax_l1(torch.zeros(1, 4), torch.zeros(1, 4), 1.0, 1.0, 1)
+    >>> approx, bound = top_k_uld_distance(torch.full((4,), 0.25), torch.full((4,), 0.25), 1)
     >>> approx, bound                   # exact is 0; the bound 2 * min(0.75, 0.75) covers it
-    (tensor([0.]), tensor([1.5000]))
+    (tensor(0.), tensor(1.5000))
     """
-    p = torch.softmax(student_logits / student_temperature, -1)
-    q = torch.softmax(teacher_logits / teacher_temperature, -1)
-    p_head, p_tail = _top_k_and_tail_mass(p, k)
-    q_head, q_tail = _top_k_and_tail_mass(q, k)
-    head = uld_distance(p_head, q_head)
-    return head + (p_tail - q_tail).abs(), 2 * torch.minimum(p_tail, q_tail)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    _check_probability_tensor("p", p)
+    _check_probability_tensor("q", q)
+    dtype = compute_dtype(p, q)
+    p_head, p_tail, _ = _top_k_and_tail_mass(p.to(dtype), k)
+    q_head, q_tail, _ = _top_k_and_tail_mass(q.to(dtype), k)
+    return uld_distance(p_head, q_head) + (p_tail - q_tail).abs(), 2 * torch.minimum(p_tail, q_tail)
 
 
-def _top_k_and_tail_mass(probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``probs [N, V]`` -> (its ``min(k, V)`` largest values sorted, ``[N]`` mass of the rest)."""
+class _RowPlan(NamedTuple):
+    """Which rows of the flattened ``[B*T, V]`` logits the loss reads, and how."""
+
+    student_rows: Tensor  # [N] aligned answer rows, paired one to one with teacher_rows
+    teacher_rows: Tensor  # [N]
+    crossentropy_rows: Tensor  # [M] student rows with a non-ignored label
+    crossentropy_targets: Tensor  # [M]
+    student_temperature: float
+    teacher_temperature: float
+    top_k: int | None
+
+
+class _ULDRows(torch.autograd.Function):
+    """Cross-entropy and per-row ULD distances straight from the full logits.
+
+    Forward, a block of rows at a time: gather, softmax, sort (or top-k), compare. The
+    gradient of the L1 term with respect to each probability is a sign known right there,
+    so only those signs are kept, as int8 in the original token order. Backward recomputes
+    the softmax block by block and writes one gradient per side, ``d/dz = p (g - <g, p>) / T``
+    for the sign vector ``g``: no sort indices, padding or per-row buffers survive the
+    forward pass, and no intermediate full-size gradient is allocated.
+
+    Returns ``(crossentropy [], distances [N], bounds [N])``; bounds carry no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits: Tensor, teacher_logits: Tensor, plan: _RowPlan):
+        needs_student, needs_teacher = ctx.needs_input_grad[:2]
+        dtype = compute_dtype(student_logits, teacher_logits)
+        student = _flat(student_logits)
+        teacher = _flat(teacher_logits)
+        crossentropy = _crossentropy(student, plan.crossentropy_rows, plan.crossentropy_targets, dtype)
+        rows = plan.student_rows.numel()
+        distances = torch.zeros(rows, dtype=dtype, device=student.device)
+        bounds = torch.zeros_like(distances)
+        student_signs = _sign_buffer(rows, student) if needs_student else None
+        teacher_signs = _sign_buffer(rows, teacher) if needs_teacher else None
+        for block in _blocks(rows, max(student.shape[-1], teacher.shape[-1])):
+            p = _softmax_rows("student", student, plan.student_rows[block], plan.student_temperature, dtype)
+            q = _softmax_rows("teacher", teacher, plan.teacher_rows[block], plan.teacher_temperature, dtype)
+            distances[block], bounds[block], p_signs, q_signs = _compare(
+                p, q, plan.top_k, needs_student, needs_teacher
+            )
+            if needs_student:
+                student_signs[block] = p_signs
+            if needs_teacher:
+                teacher_signs[block] = q_signs
+        ctx.save_for_backward(student_logits, teacher_logits, student_signs, teacher_signs)
+        ctx.plan, ctx.dtype = plan, dtype
+        ctx.mark_non_differentiable(bounds)
+        return crossentropy, distances, bounds
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_crossentropy, grad_distances, _grad_bounds):
+        student_logits, teacher_logits, student_signs, teacher_signs = ctx.saved_tensors
+        plan, dtype = ctx.plan, ctx.dtype
+        student_grad = teacher_grad = None
+        if student_signs is not None:
+            student_grad = torch.zeros_like(student_logits, memory_format=torch.contiguous_format)
+            flat_grad, student = _flat(student_grad), _flat(student_logits)
+            _add_crossentropy_grad(flat_grad, student, plan, grad_crossentropy, dtype)
+            _add_distance_grad(
+                flat_grad, student, plan.student_rows, student_signs, plan.student_temperature, grad_distances, dtype
+            )
+        if teacher_signs is not None:
+            teacher_grad = torch.zeros_like(teacher_logits, memory_format=torch.contiguous_format)
+            _add_distance_grad(
+                _flat(teacher_grad), _flat(teacher_logits), plan.teacher_rows, teacher_signs,
+                plan.teacher_temperature, grad_distances, dtype,
+            )
+        return student_grad, teacher_grad, None
+
+
+def _compare(p: Tensor, q: Tensor, top_k: int | None, needs_p_signs: bool, needs_q_signs: bool):
+    """Distances, bounds and (int8, original token order) gradient signs for a block of rows."""
+    if top_k is None:
+        p_sorted, p_order = sort_descending(p, with_order=needs_p_signs)
+        q_sorted, q_order = sort_descending(q, with_order=needs_q_signs)
+        distances, p_sign, q_sign = _sorted_l1_with_signs(p_sorted, q_sorted)
+        bounds = torch.zeros_like(distances)
+        p_tail_sign = q_tail_sign = None
+    else:
+        p_sorted, p_tail, p_order = _top_k_and_tail_mass(p, top_k)
+        q_sorted, q_tail, q_order = _top_k_and_tail_mass(q, top_k)
+        head, p_sign, q_sign = _sorted_l1_with_signs(p_sorted, q_sorted)
+        distances = head + (p_tail - q_tail).abs()
+        bounds = 2 * torch.minimum(p_tail, q_tail)
+        p_tail_sign = (p_tail - q_tail).sign()
+        q_tail_sign = -p_tail_sign
+    p_signs = _unsorted_signs(p, p_sign, p_order, p_tail_sign) if needs_p_signs else None
+    q_signs = _unsorted_signs(q, q_sign, q_order, q_tail_sign) if needs_q_signs else None
+    return distances, bounds, p_signs, q_signs
+
+
+def _sorted_l1_with_signs(p: Tensor, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Sorted L1 of ``p [n, Vs]`` and ``q [n, Vt]`` (both sorted, >= 0) and its gradients.
+
+    The gradient of ``|a - b|`` is ``sign(a - b)`` (0 at a tie, as autograd's ``abs``);
+    on the part of the longer vector facing zero padding it is ``sign(value)``.
+    """
+    shared = min(p.shape[-1], q.shape[-1])
+    difference = p[:, :shared] - q[:, :shared]
+    distances = difference.abs().sum(-1) + p[:, shared:].sum(-1) + q[:, shared:].sum(-1)
+    head_sign = difference.sign()
+    p_sign = torch.cat([head_sign, p[:, shared:].sign()], dim=-1)
+    q_sign = torch.cat([-head_sign, q[:, shared:].sign()], dim=-1)
+    return distances, p_sign, q_sign
+
+
+def _unsorted_signs(probs: Tensor, sorted_sign: Tensor, order: Tensor, tail_sign: Tensor | None) -> Tensor:
+    """Signs put back in token order; tokens outside ``order`` (the top-k tail) get ``tail_sign``."""
+    if tail_sign is None:
+        signs = torch.empty(probs.shape, dtype=torch.int8, device=probs.device)
+    else:
+        signs = tail_sign.to(torch.int8).unsqueeze(-1).expand(probs.shape).contiguous()
+    return signs.scatter_(-1, order, sorted_sign.to(torch.int8))
+
+
+def _top_k_and_tail_mass(probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``probs [..., V]`` -> (its ``min(k, V)`` largest values sorted, their indices, mass of the rest)."""
     head, index = probs.topk(min(k, probs.shape[-1]), dim=-1, sorted=True)
     tail = probs.scatter(-1, index, 0.0).sum(-1)
-    return head, tail
+    return head, tail, index
 
 
-def _predicted_view(logits: Tensor, labels: Tensor, is_encoder_decoder: bool) -> tuple[Tensor, Tensor]:
-    """Pair each logit position with the label it predicts (the causal shift for decoders)."""
-    if is_encoder_decoder:
-        return logits, labels
-    return logits[:, :-1], labels[:, 1:]
+def _crossentropy(logits: Tensor, rows: Tensor, targets: Tensor, dtype: torch.dtype) -> Tensor:
+    """Mean cross-entropy of ``logits[rows]`` against ``targets``; 0 without rows."""
+    total = torch.zeros((), dtype=dtype, device=logits.device)
+    for block in _blocks(rows.numel(), logits.shape[-1]):
+        z = logits[rows[block]].to(dtype)
+        total += (z.logsumexp(-1) - z.gather(-1, targets[block].unsqueeze(-1)).squeeze(-1)).sum()
+    return total / max(rows.numel(), 1)
+
+
+def _add_crossentropy_grad(grad: Tensor, logits: Tensor, plan: _RowPlan, scale: Tensor, dtype: torch.dtype) -> None:
+    rows, targets = plan.crossentropy_rows, plan.crossentropy_targets
+    scale = scale / max(rows.numel(), 1)
+    for block in _blocks(rows.numel(), logits.shape[-1]):
+        probs = torch.softmax(logits[rows[block]].to(dtype), -1)
+        probs.scatter_add_(-1, targets[block].unsqueeze(-1), -torch.ones_like(probs[:, :1]))
+        grad.index_add_(0, rows[block], (scale * probs).to(grad.dtype))
+
+
+def _add_distance_grad(grad, logits, rows, signs, temperature, grad_distances, dtype) -> None:
+    for block in _blocks(rows.numel(), logits.shape[-1]):
+        probs = torch.softmax(logits[rows[block]].to(dtype) / temperature, -1)
+        sign = signs[block].to(dtype)
+        sign -= (sign * probs).sum(-1, keepdim=True)
+        sign *= probs * (grad_distances[block].unsqueeze(-1) / temperature)
+        grad.index_add_(0, rows[block], sign.to(grad.dtype))
+
+
+def _softmax_rows(side: str, logits: Tensor, rows: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    z = logits[rows].to(dtype)
+    if torch.isnan(z).any() or torch.isposinf(z).any():
+        raise ValueError(f"{side} logits contain NaN or +inf at answer positions")
+    return torch.softmax(z / temperature, -1)
+
+
+def _sign_buffer(rows: int, logits: Tensor) -> Tensor:
+    return torch.empty((rows, logits.shape[-1]), dtype=torch.int8, device=logits.device)
+
+
+def _blocks(rows: int, width: int):
+    """Slices of at most ``_CHUNK_ELEMENTS`` elements over ``rows`` rows of ``width``."""
+    step = max(1, _CHUNK_ELEMENTS // max(width, 1))
+    return [slice(first, first + step) for first in range(0, rows, step)]
+
+
+def _flat(logits: Tensor) -> Tensor:
+    """``[B, T, V]`` -> ``[B*T, V]`` (a view for contiguous logits)."""
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _flat_rows(logits: Tensor, sample: Tensor, position: Tensor) -> Tensor:
+    """Row indices into ``_flat(logits)`` for (sample, position) pairs."""
+    return sample * logits.shape[1] + position
 
 
 def _aligned_positions(aligned: Tensor) -> tuple[Tensor, Tensor]:
@@ -452,11 +519,6 @@ def _check_batch(student_logits: Tensor, teacher_logits: Tensor, student_labels:
         raise ValueError(
             f"batch sizes differ: student has {student_logits.shape[0]} rows, teacher has {teacher_logits.shape[0]}"
         )
-
-
-def _check_no_nan(side: str, rows: Tensor) -> None:
-    if torch.isnan(rows).any() or torch.isposinf(rows).any():
-        raise ValueError(f"{side} logits contain NaN or +inf at answer positions")
 
 
 def _describe(value) -> str:
