@@ -47,6 +47,10 @@ def parse_args(argv=None):
     parser.add_argument("--max-answer", type=int, default=80)
     parser.add_argument("--student-vocab", type=int, default=50_304, help="Pythia's")
     parser.add_argument("--teacher-vocab", type=int, default=32_000, help="Llama-2's")
+    parser.add_argument("--student-exponents", type=_range, default=(1.5, 2.5),
+                        help="Zipf exponents of the student's logits, drawn per position from LOW,HIGH")
+    parser.add_argument("--teacher-exponents", type=_range, default=(1.8, 3.0),
+                        help="the teacher's (more confident)")
     parser.add_argument("--top-k", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -61,6 +65,13 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     return args
+
+
+def _range(text):
+    low, high = (float(x) for x in text.split(","))
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH, got {text!r}")
+    return low, high
 
 
 # ---------------------------------------------------------------- inputs
@@ -79,18 +90,33 @@ def make_batch(args):
             prompt = int(torch.randint(1, args.seq - size, (1,), generator=g))
             labels[b, prompt:prompt + size] = torch.randint(0, vocab, (size,), generator=g)
             labels[b, prompt + size - 1] = 0  # EOS (the last answer token)
-    return (zipf_logits(g, args.batch, args.seq, args.student_vocab, 1.1),
-            zipf_logits(g, args.batch, args.seq, args.teacher_vocab, 0.9),
+    return (zipf_logits(g, args.batch, args.seq, args.student_vocab, args.student_exponents),
+            zipf_logits(g, args.batch, args.seq, args.teacher_vocab, args.teacher_exponents),
             student_labels, teacher_labels)
 
 
-def zipf_logits(g, batch, seq, vocab, exponent):
-    """A Zipf head over a random token order per sample, with per-position noise."""
-    profile = -exponent * torch.log(torch.arange(1, vocab + 1, dtype=torch.float32))
-    logits = torch.randn(batch, seq, vocab, generator=g)
+def zipf_logits(g, batch, seq, vocab, exponents, noise=0.5):
+    """Logits ``-s log(rank) + noise``: a Zipf head over a random token order per sample.
+
+    The exponent ``s`` is drawn per position from ``exponents``; 1.5 to 3 gives next-token
+    entropies of about 0.5 to 3 nats, the range of trained language models (1.1 would be
+    about 6.5 nats, close to an untrained one).
+    """
+    log_rank = torch.log(torch.arange(1, vocab + 1, dtype=torch.float32))
+    low, high = exponents
+    logits = noise * torch.randn(batch, seq, vocab, generator=g)
     for b in range(batch):
-        logits[b] += profile[torch.randperm(vocab, generator=g)]
+        exponent = low + (high - low) * torch.rand(seq, 1, generator=g)
+        logits[b] -= exponent * log_rank[torch.randperm(vocab, generator=g)]
     return logits
+
+
+def answer_statistics(logits, labels, top_k):
+    """Mean entropy (nats) and mean top-k mass of the next-token distributions on answers."""
+    rows = logits[:, :-1][labels[:, 1:] != -100]
+    probs = torch.softmax(rows, -1)
+    entropy = -(probs * torch.log_softmax(rows, -1)).sum(-1)
+    return dict(entropy_nats=entropy.mean().item(), top_k_mass=probs.topk(top_k, -1).values.sum(-1).mean().item())
 
 
 # ---------------------------------------------------------------- peers
@@ -222,6 +248,9 @@ def measure(args):
                   loss=float(loss_fn(*batch).detach()))
     if args.child == "uld_top_k":
         result.update(top_k_error(batch, args.top_k))
+        with torch.no_grad():
+            result["student"] = answer_statistics(student_logits, student_labels, args.top_k)
+            result["teacher"] = answer_statistics(teacher_logits, teacher_labels, args.top_k)
     return result
 
 
@@ -257,7 +286,7 @@ def table(rows, reference="published"):
             lines.append(f"{r['variant']:<12}  skipped: {r['skipped']}")
             continue
         speed = f"{base['seconds'] / r['seconds']:.2f}x" if base else "-"
-        memory = f"{r['peak_mib'] / base['peak_mib']:.2f}x" if base else "-"
+        memory = f"{r['peak_mib'] / base['peak_mib']:.2f}x" if base and base["peak_mib"] > 0 else "-"
         lines.append(f"{r['variant']:<12}{r['seconds']:>11.3f}{r['peak_mib']:>10.0f}{speed:>10}{memory:>11}{r['loss']:>12.6f}")
     return "\n".join(lines)
 
@@ -278,9 +307,13 @@ def main(argv=None):
         print(f"top_k={args.top_k}: |approx - exact| = {top_k['abs_error']:.3e} "
               f"({100 * top_k['relative_error']:.4f}% of {top_k['distillation_exact']:.6f}), "
               f"reported bound {top_k['reported_bound']:.3e}")
+        for side in ("student", "teacher"):
+            stats = top_k[side]
+            print(f"  {side} answers: mean entropy {stats['entropy_nats']:.2f} nats, "
+                  f"mean top-{args.top_k} mass {stats['top_k_mass']:.4f}")
     by_name = {r["variant"]: r for r in rows if "seconds" in r}
     ratios = {f"{a}_vs_{b}": {"speedup": by_name[b]["seconds"] / by_name[a]["seconds"],
-                              "memory_ratio": by_name[a]["peak_mib"] / by_name[b]["peak_mib"]}
+                              "memory_ratio": by_name[a]["peak_mib"] / max(by_name[b]["peak_mib"], 1e-9)}
               for a in ("uld_exact", "uld_top_k") for b in ("published", "trl") if a in by_name and b in by_name}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = dict(config={k: v for k, v in vars(args).items() if k not in ("out", "child")},

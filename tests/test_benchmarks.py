@@ -1,0 +1,38 @@
+"""The loss benchmark runs end to end at a tiny size, and its peers agree with ULDLoss."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_loss_benchmark_writes_its_table_and_json(tmp_path):
+    out = tmp_path / "loss_speed.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"),
+        "--batch", "2", "--seq", "24", "--min-answer", "3", "--max-answer", "10",
+        "--student-vocab", "300", "--teacher-vocab", "200", "--top-k", "16", "--repeats", "1",
+        "--variants", "uld_exact,uld_top_k,published", "--out", str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "fwd+bwd s" in done.stdout and "published" in done.stdout
+    report = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in report["rows"]}
+    assert set(rows) == {"uld_exact", "uld_top_k", "published"}
+    assert all(row["seconds"] > 0 for row in rows.values())
+    # The loop shaped like the published code computes the same loss as ULDLoss.
+    assert abs(rows["uld_exact"]["loss"] - rows["published"]["loss"]) <= 1e-5 * abs(rows["published"]["loss"])
+    top_k = rows["uld_top_k"]
+    assert top_k["abs_error"] <= top_k["reported_bound"] + 1e-7
+    assert set(report["ratios"]) == {"uld_exact_vs_published", "uld_top_k_vs_published"}
+
+
+def test_loss_benchmark_rejects_bad_arguments():
+    command = [sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"), "--variants", "nope"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown variants" in done.stderr
