@@ -14,8 +14,8 @@ POT's exact solver.
 each side's answer starts at its first non-ignored label, the two answers are compared
 position by position from there and cut to the shorter one.
 
-Worked example (the head differs by 0.3 in two places; the tail adds the 0.1 that only
-the longer vocabulary has):
+Worked example: sorted, (0.6, 0.3, 0.1) faces (0.8, 0.2, 0), so the distance is
+0.2 + 0.1 + 0.1, the last 0.1 being mass that only the longer vocabulary has:
 
 >>> import torch
 >>> uld_distance(torch.tensor([0.1, 0.6, 0.3]), torch.tensor([0.2, 0.8]))
