@@ -35,6 +35,7 @@ import ot
 __all__ = [
     "random_probability_vector",
     "w1_from_cdfs",
+    "plan_crosses",
     "pad_to_common_size",
     "emd_on_values",
     "min_over_bijections",
@@ -138,6 +139,24 @@ def w1_from_cdfs(x, a, y, b) -> float:
     gaps = np.diff(points[order])
     cdf_difference = np.cumsum(weights[order])[:-1]
     return float(np.sum(np.abs(cdf_difference) * gaps))
+
+
+def plan_crosses(plan, tolerance: float = 1e-15) -> bool:
+    """Whether a plan between sorted points moves mass ``i -> j`` and ``i' -> j'`` with
+    ``i < i'`` but ``j > j'`` (two arrows that cross).
+
+    >>> plan_crosses(np.eye(2)), plan_crosses(np.eye(2)[::-1])
+    (False, True)
+    """
+    highest_column_of_earlier_rows = -1
+    for row in np.asarray(plan) > tolerance:
+        columns = np.flatnonzero(row)
+        if columns.size == 0:
+            continue
+        if columns[0] < highest_column_of_earlier_rows:
+            return True
+        highest_column_of_earlier_rows = max(highest_column_of_earlier_rows, columns[-1])
+    return False
 
 
 def random_probability_vector(rng: np.random.Generator, size: int, kind: str = "dirichlet") -> np.ndarray:

@@ -40,7 +40,7 @@ class NotebookResult:
     status: str  # "ok" or "failed"
     seconds: float
     metrics: dict = field(default_factory=dict)
-    error: dict | None = None  # {"cell": index, "ename": ..., "evalue": ...} when failed
+    error: dict | None = None  # {"cell": "index (first line)", "ename": ..., "evalue": ...} when failed
 
 
 def discover(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -114,7 +114,8 @@ def run_one(path: Path, preset: str, out: Path, notebooks_dir: Path = NOTEBOOKS_
             kernel_name="python3", progress_bar=False, log_output=False,
         )
     except papermill.PapermillExecutionError as failure:
-        error = {"cell": failure.cell_index, "ename": failure.ename, "evalue": _first_line(failure.evalue)}
+        error = {"cell": _error_cell(out / "executed.ipynb"), "ename": failure.ename,
+                 "evalue": _first_line(failure.evalue)}
     except Exception as failure:  # the kernel died, the notebook is unreadable, ...
         error = {"cell": None, "ename": type(failure).__name__, "evalue": _first_line(str(failure))}
     seconds = time.perf_counter() - start
@@ -144,7 +145,8 @@ def normalise(notebook, preset: str):
             cell.metadata.pop(key, None)
         if "injected-parameters" in cell.metadata.get("tags", []):
             lines = [line for line in cell.source.splitlines() if not line.startswith("output_dir")]
-            cell.source = "\n".join([f'# Parameters of the "{preset}" preset (output_dir left out)'] + lines[1:])
+            cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines[1:])
+            cell.id = "injected-parameters"  # papermill draws a new random id on every run
         for output in cell.get("outputs", []):
             output.get("data", {}).pop(_WIDGET_VIEW, None)
     return notebook
@@ -155,6 +157,22 @@ def _write_summary(path: Path, preset: str, results: list[NotebookResult]) -> No
     scratch = path.with_suffix(".json.partial")
     scratch.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(scratch, path)
+
+
+def _error_cell(executed: Path) -> str | None:
+    """``"N (first line)"`` for the failing cell: its index in the source notebook."""
+    import nbformat
+
+    try:
+        notebook = nbformat.read(executed, as_version=4)
+    except Exception:
+        return None
+    added_by_papermill = {"injected-parameters", "papermill-error-cell-tag"}
+    source_cells = [c for c in notebook.cells if not added_by_papermill & set(c.metadata.get("tags", []))]
+    for index, cell in enumerate(source_cells):
+        if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
+            return f"{index} ({_first_line(cell.source)[:60]})"
+    return None
 
 
 def _first_line(text: str) -> str:

@@ -1,0 +1,148 @@
+"""The notebooks: committed outputs, presets, and the ci preset run end to end by the runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from uld.runner import NOTEBOOKS_DIR, PRESETS, discover
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = discover(NOTEBOOKS_DIR)
+
+
+def run_cli(*args, timeout=900):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "uld", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_the_sequence_is_there():
+    assert [path.stem[:2] for path in NOTEBOOKS] == sorted(path.stem[:2] for path in NOTEBOOKS)
+    assert {"02", "03"} <= {path.stem[:2] for path in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_carries_cpu_outputs_and_no_errors(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    tags = [cell.metadata.get("tags", []) for cell in code]
+    assert sum("parameters" in t for t in tags) == 1, "exactly one parameters cell"
+    injected = [cell for cell in code if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and '"cpu" preset' in injected[0].source
+    assert not any(line.startswith("output_dir") for line in injected[0].source.splitlines())
+    assert all(cell.execution_count is not None for cell in code), "every code cell was executed"
+    outputs = [output for cell in code for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "a reader sees the plots"
+    assert "papermill" not in notebook.metadata and all("papermill" not in c.metadata for c in notebook.cells)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_only_set_parameters_that_notebooks_declare(preset):
+    table = yaml.safe_load((NOTEBOOKS_DIR / "params" / f"{preset}.yaml").read_text()) or {}
+    by_key = {path.stem[:2]: path for path in NOTEBOOKS} | {path.stem: path for path in NOTEBOOKS}
+    for key, values in table.items():
+        targets = NOTEBOOKS if key == "all" else [by_key.get(str(key))]
+        assert targets[0] is not None, f"{preset}.yaml names no notebook: {key!r}"
+        for path in targets:
+            declared = papermill.inspect_notebook(str(path))
+            assert set(values or {}) <= set(declared), f"{path.stem} does not declare {set(values) - set(declared)}"
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ci-notebooks")
+    done = run_cli("notebooks", "--preset", "ci", "--out", str(out))
+    return out, done
+
+
+def test_ci_preset_runs_every_notebook(ci_run):
+    out, done = ci_run
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "ci"
+    assert set(summary["notebooks"]) == {path.stem for path in NOTEBOOKS}
+    for stem, result in summary["notebooks"].items():
+        assert result["status"] == "ok", (stem, result["error"])
+        assert (out / stem / "executed.ipynb").exists() and (out / stem / "metrics.json").exists()
+
+
+def metrics_of(ci_run, prefix):
+    out, _ = ci_run
+    stem = next(path.stem for path in NOTEBOOKS if path.stem.startswith(prefix))
+    return json.loads((out / stem / "metrics.json").read_text())
+
+
+def test_02_line_identities_hold(ci_run):
+    metrics = metrics_of(ci_run, "02")
+    assert metrics["line_identity_max_abs_error"] < 1e-12 and metrics["tv_identity_max_abs_error"] < 1e-12
+    assert metrics["zero_one_cost"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_03_closed_form_matches_pot(ci_run):
+    metrics = metrics_of(ci_run, "03")
+    assert metrics["n_pairs"] >= 1000 and metrics["n_unequal_size_pairs"] > 900
+    assert metrics["pot_max_abs_error"] < 1e-12
+    assert metrics["brute_force_max_abs_error"] < 1e-12
+    assert metrics["closed_form_slope"] < 1.5 < metrics["emd_slope"]
+
+
+def test_unknown_preset_and_empty_selection_exit_2_with_one_line(tmp_path):
+    for args, message in ((["--preset", "tpu"], "unknown preset 'tpu'"), (["--preset", "ci", "--only", "zz"], "matches 'zz'")):
+        done = run_cli("notebooks", *args, "--out", str(tmp_path), timeout=120)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def write_notebook(path, *sources):
+    cells = [nbformat.v4.new_code_cell("output_dir = 'x'")]
+    cells[0].metadata["tags"] = ["parameters"]
+    cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+
+
+def test_a_failing_notebook_is_reported_and_the_run_goes_on(tmp_path):
+    folder = tmp_path / "notebooks"
+    (folder / "params").mkdir(parents=True)
+    (folder / "params" / "ci.yaml").write_text("all: {}\n")
+    write_notebook(folder / "01_fails.ipynb", "x = 1", "raise RuntimeError('boom')")
+    metrics = "import json, pathlib; pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True); " \
+              "pathlib.Path(output_dir, 'metrics.json').write_text(json.dumps({'answer': 42}))"
+    write_notebook(folder / "02_works.ipynb", metrics)
+    write_notebook(folder / "03_no_metrics.ipynb", "y = 2")
+    out = tmp_path / "out"
+    done = run_cli("notebooks", "--preset", "ci", "--out", str(out), "--notebooks-dir", str(folder), timeout=300)
+    assert done.returncode == 1
+    assert "01_fails: failed" in done.stdout and "cell 2 (raise RuntimeError('boom')): RuntimeError: boom" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())["notebooks"]
+    assert summary["01_fails"]["status"] == "failed" and summary["01_fails"]["error"]["cell"].startswith("2 (")
+    assert summary["02_works"] == {**summary["02_works"], "status": "ok", "metrics": {"answer": 42}, "error": None}
+    assert summary["03_no_metrics"]["error"]["ename"] == "MissingMetrics"
+
+
+def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
+    folder = tmp_path / "notebooks"
+    (folder / "params").mkdir(parents=True)
+    (folder / "params" / "cpu.yaml").write_text("all: {}\n")
+    metrics = "import json, pathlib; pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True); " \
+              "pathlib.Path(output_dir, 'metrics.json').write_text('{}'); print('hello')"
+    write_notebook(folder / "01_one.ipynb", metrics)
+    for _ in range(2):
+        done = run_cli("notebooks", "--preset", "cpu", "--out", str(tmp_path / "out"), "--in-place",
+                       "--notebooks-dir", str(folder), timeout=300)
+        assert done.returncode == 0, done.stderr
+        first = (folder / "01_one.ipynb").read_text() if _ == 0 else first
+    assert (folder / "01_one.ipynb").read_text() == first, "re-running without changes gives no diff"
+    notebook = nbformat.read(folder / "01_one.ipynb", as_version=4)
+    assert notebook.cells[-1].outputs[0]["text"] == "hello\n"
+    assert "papermill" not in notebook.metadata and str(tmp_path) not in first
