@@ -95,20 +95,11 @@ def make_batch(args):
             student_labels, teacher_labels)
 
 
-def zipf_logits(g, batch, seq, vocab, exponents, noise=0.5):
-    """Logits ``-s log(rank) + noise``: a Zipf head over a random token order per sample.
+def zipf_logits(g, batch, seq, vocab, exponents):
+    """``[batch, seq, vocab]`` LM-like logits (`uld.synthetic.lm_like_logits`), one token order per row."""
+    from uld.synthetic import lm_like_logits
 
-    The exponent ``s`` is drawn per position from ``exponents``; 1.5 to 3 gives next-token
-    entropies of about 0.5 to 3 nats, the range of trained language models (1.1 would be
-    about 6.5 nats, close to an untrained one).
-    """
-    log_rank = torch.log(torch.arange(1, vocab + 1, dtype=torch.float32))
-    low, high = exponents
-    logits = noise * torch.randn(batch, seq, vocab, generator=g)
-    for b in range(batch):
-        exponent = low + (high - low) * torch.rand(seq, 1, generator=g)
-        logits[b] -= exponent * log_rank[torch.randperm(vocab, generator=g)]
-    return logits
+    return torch.stack([lm_like_logits(seq, vocab, exponents, generator=g) for _ in range(batch)])
 
 
 def answer_statistics(logits, labels, top_k):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from uld.synthetic import lm_like_logits
+
 
 def random_labels(generator, batch, length, vocab, *, is_encoder_decoder, ignore_index=-100, left_pad=False):
     """``[batch, length]`` labels: ``ignore_index`` on prompt and padding, token ids on answers.
@@ -65,9 +67,5 @@ def random_case(seed, *, dtype=torch.float64, max_vocab=40, max_batch=4):
 
 
 def zipf_logits(generator, rows, vocab, exponent=1.1, noise=1.0):
-    """``[rows, vocab]`` logits shaped like a language model's: a Zipf head over a random token order."""
-    ranks = torch.arange(1, vocab + 1, dtype=torch.float32)
-    profile = -exponent * torch.log(ranks)
-    logits = profile + noise * torch.randn(rows, vocab, generator=generator)
-    order = torch.argsort(torch.rand(rows, vocab, generator=generator), dim=-1)
-    return torch.gather(logits, -1, order)
+    """``[rows, vocab]`` LM-shaped logits with one Zipf exponent (see `uld.synthetic`)."""
+    return lm_like_logits(rows, vocab, (exponent, exponent), noise, generator)

@@ -255,3 +255,23 @@ def test_bad_calls_raise_value_errors_naming_the_problem(changes, message):
 def test_bad_options_raise_value_errors(options, message):
     with pytest.raises(ValueError, match=message):
         ULDLoss(**options)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_alignment_lists_the_pairs_the_reference_compares(seed):
+    inputs, options = random_case(seed)
+    loss_fn = ULDLoss(**options)
+    pairs = loss_fn.alignment(inputs["student_labels"], inputs["teacher_labels"],
+                              inputs["student_is_encoder_decoder"], inputs["teacher_is_encoder_decoder"])
+    for b, sample_pairs in enumerate(pairs):
+        first = {}
+        sizes = {}
+        for side in ("student", "teacher"):
+            labels = inputs[f"{side}_labels"][b].tolist()
+            enc_dec = inputs[f"{side}_is_encoder_decoder"]
+            predicted = [t for t, label in enumerate(labels) if label != -100 and (enc_dec or t >= 1)]
+            sizes[side] = max(0, len(predicted) - (1 if options[f"skip_{side}_eos"] and predicted else 0))
+            first[side] = (predicted[0] if enc_dec else predicted[0] - 1) if predicted else None
+        assert len(sample_pairs) == min(sizes.values())
+        for j, (s, t) in enumerate(sample_pairs):
+            assert (s, t) == (first["student"] + j, first["teacher"] + j)

@@ -98,6 +98,13 @@ class AnswerSpans(NamedTuple):
     size: Tensor
 
 
+class _Alignment(NamedTuple):
+    sample: Tensor  # [N] which sample each compared pair belongs to
+    student_position: Tensor  # [N] student logit position
+    teacher_position: Tensor  # [N] teacher logit position
+    per_sample: Tensor  # [B] number of compared pairs per sample
+
+
 class ULDLoss(nn.Module):
     """Cross-entropy on the student plus lambda times ULD against the teacher.
 
@@ -194,26 +201,56 @@ class ULDLoss(nn.Module):
         _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
         teacher_labels = self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)
-        student = self.answer_spans(student_labels, self.skip_student_eos)
-        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
-        aligned = torch.minimum(student.size, teacher.size)
-        sample, offset = _aligned_positions(aligned)
+        aligned = self._aligned(student_labels, teacher_labels)
         answer = student_labels != self.ignore_index
         ce_sample, ce_position = answer.nonzero(as_tuple=True)
         plan = _RowPlan(
-            student_rows=_flat_rows(student_logits, sample, student.start[sample] + offset),
-            teacher_rows=_flat_rows(teacher_logits, sample, teacher.start[sample] + offset),
+            student_rows=_flat_rows(student_logits, aligned.sample, aligned.student_position),
+            teacher_rows=_flat_rows(teacher_logits, aligned.sample, aligned.teacher_position),
             crossentropy_rows=_flat_rows(student_logits, ce_sample, ce_position),
             crossentropy_targets=self._checked_targets(student_labels[answer], student_logits.shape[-1]),
             student_temperature=self.student_temperature,
             teacher_temperature=self.teacher_temperature,
             top_k=self.top_k,
         )
+        sample, per_sample = aligned.sample, aligned.per_sample
         crossentropy, distances, bounds = _ULDRows.apply(student_logits, teacher_logits, plan)
         crossentropy = self.crossentropy_weight * crossentropy
-        distillation = self.distillation_weight * _mean_per_sample_then_batch(distances, sample, aligned)
-        bound = abs(self.distillation_weight) * _mean_per_sample_then_batch(bounds, sample, aligned)
+        distillation = self.distillation_weight * _mean_per_sample_then_batch(distances, sample, per_sample)
+        bound = abs(self.distillation_weight) * _mean_per_sample_then_batch(bounds, sample, per_sample)
         return ULDOutput(crossentropy + distillation, crossentropy, distillation, bound)
+
+    def alignment(
+        self,
+        student_labels: Tensor,
+        teacher_labels: Tensor,
+        student_is_encoder_decoder: bool = False,
+        teacher_is_encoder_decoder: bool = False,
+    ) -> list[list[tuple[int, int]]]:
+        """Per sample, the ``(student logit position, teacher logit position)`` pairs compared.
+
+        The same alignment the loss uses, for reading and plotting.
+
+        >>> ULDLoss(skip_student_eos=True).alignment(
+        ...     torch.tensor([[-100, -100, 7, 8, 2]]), torch.tensor([[-100, 4, 5, 6, -100]]))
+        [[(1, 0), (2, 1)]]
+        """
+        aligned = self._aligned(
+            self.predicted_labels(student_labels, student_is_encoder_decoder),
+            self.predicted_labels(teacher_labels, teacher_is_encoder_decoder),
+        )
+        pairs: list[list[tuple[int, int]]] = [[] for _ in range(student_labels.shape[0])]
+        for b, s, t in zip(aligned.sample.tolist(), aligned.student_position.tolist(), aligned.teacher_position.tolist()):
+            pairs[b].append((s, t))
+        return pairs
+
+    def _aligned(self, student_labels: Tensor, teacher_labels: Tensor) -> _Alignment:
+        """Aligned logit positions of already shifted labels, one entry per compared pair."""
+        student = self.answer_spans(student_labels, self.skip_student_eos)
+        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
+        per_sample = torch.minimum(student.size, teacher.size)
+        sample, offset = _aligned_positions(per_sample)
+        return _Alignment(sample, student.start[sample] + offset, teacher.start[sample] + offset, per_sample)
 
     def predicted_labels(self, labels: Tensor, is_encoder_decoder: bool) -> Tensor:
         """Labels ``[B, T]`` re-indexed by the logit position that predicts them.

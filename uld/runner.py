@@ -147,8 +147,9 @@ def normalise(notebook, preset: str):
             lines = [line for line in cell.source.splitlines() if not line.startswith("output_dir")]
             cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines[1:])
             cell.id = "injected-parameters"  # papermill draws a new random id on every run
-        for output in cell.get("outputs", []):
-            output.get("data", {}).pop(_WIDGET_VIEW, None)
+        # A live widget needs its kernel; what a reader without one sees is the static rendition.
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs if _WIDGET_VIEW not in o.get("data", {})]
     return notebook
 
 
