@@ -27,7 +27,7 @@ def run_cli(*args, timeout=900):
 
 def test_the_sequence_is_there():
     assert [path.stem[:2] for path in NOTEBOOKS] == sorted(path.stem[:2] for path in NOTEBOOKS)
-    assert {"02", "03"} <= {path.stem[:2] for path in NOTEBOOKS}
+    assert {"01", "02", "03", "04"} <= {path.stem[:2] for path in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -82,6 +82,13 @@ def metrics_of(ci_run, prefix):
     return json.loads((out / stem / "metrics.json").read_text())
 
 
+def test_01_vocabularies_really_differ(ci_run):
+    metrics = metrics_of(ci_run, "01")
+    assert metrics["tokenizers"] == {"gpt2": 50257, "llama": 32000, "qwen2": 151646}  # the real ones, offline
+    assert metrics["max_vocabulary_jaccard"] < 0.5 and 0 < metrics["mapped_share"] < 1
+    assert metrics["sentences_with_different_token_counts"] >= 1
+
+
 def test_02_line_identities_hold(ci_run):
     metrics = metrics_of(ci_run, "02")
     assert metrics["line_identity_max_abs_error"] < 1e-12 and metrics["tv_identity_max_abs_error"] < 1e-12
@@ -94,6 +101,14 @@ def test_03_closed_form_matches_pot(ci_run):
     assert metrics["pot_max_abs_error"] < 1e-12
     assert metrics["brute_force_max_abs_error"] < 1e-12
     assert metrics["closed_form_slope"] < 1.5 < metrics["emd_slope"]
+
+
+def test_04_sequence_facts_hold(ci_run):
+    metrics = metrics_of(ci_run, "04")
+    assert metrics["aligned_pairs_in_example"] == 3 and metrics["gradient_sum"] < 1e-12
+    assert metrics["uld_at_low_temperature"] < 1e-6 and metrics["uld_high_temperature_gap"] < 1e-3
+    assert metrics["kl_fit_tv"] < 0.05 and metrics["uld_fit_uld"] < 0.02 < 0.5 < metrics["uld_fit_tv"]
+    assert metrics["top_k_relative_error_at_256"] < 0.01
 
 
 def test_unknown_preset_and_empty_selection_exit_2_with_one_line(tmp_path):

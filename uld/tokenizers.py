@@ -31,7 +31,8 @@ from pathlib import Path
 
 from uld.cache import cache_dir
 
-__all__ = ["REAL_TOKENIZERS", "AssetUnavailable", "load_real_tokenizer", "train_tokenizer", "token_surfaces"]
+__all__ = ["REAL_TOKENIZERS", "AssetUnavailable", "load_real_tokenizer", "train_tokenizer", "token_surfaces",
+           "token_texts"]
 
 
 class AssetUnavailable(RuntimeError):
@@ -169,15 +170,24 @@ def train_tokenizer(texts, kind: str = "bpe", vocab_size: int = 2000):
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def token_surfaces(tokenizer) -> dict[int, str]:
-    """Each token id's text as the tokenizer writes it (leading-space markers made spaces).
+def token_texts(tokenizer, ids) -> list[str]:
+    """The text each token id stands for, leading-space markers made spaces.
 
-    Lets vocabularies built with different conventions (``Ġ`` in byte-level BPE, ``▁`` in
-    SentencePiece) be compared as strings. Byte fragments of multi-byte characters come
-    out as the replacement character, so several ids can share one surface.
+    Vocabularies built with different conventions (``Ġ`` in byte-level BPE, ``▁`` in
+    SentencePiece) become comparable strings. Byte fragments of multi-byte characters come
+    out as the replacement character.
+
+    >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="unigram", vocab_size=40)
+    >>> "".join(token_texts(tok, tok("the mat")["input_ids"]))
+    ' the mat'
     """
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
     # Decoded after a plain token, so SentencePiece keeps the leading space of a word start.
     anchor = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False)["input_ids"])
     width = len(tokenizer.convert_tokens_to_string(anchor))
-    return {i: tokenizer.convert_tokens_to_string(anchor + [token])[width:] for i, token in enumerate(tokens)}
+    return [tokenizer.convert_tokens_to_string(anchor + [token])[width:] for token in tokens]
+
+
+def token_surfaces(tokenizer) -> dict[int, str]:
+    """Every token id's text (see `token_texts`), e.g. to compare two vocabularies as strings."""
+    return dict(enumerate(token_texts(tokenizer, range(len(tokenizer)))))
