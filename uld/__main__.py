@@ -1,6 +1,7 @@
 """The kit's command line: ``python -m uld COMMAND ...``.
 
     python -m uld notebooks --preset {ci,cpu,gpu} --out DIR [--only PATTERN] [--in-place]
+    python -m uld data [--out DIR]      # regenerate the embedded offline tasks
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
 on standard error says why).
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.add_argument("--in-place", action="store_true",
                            help="also copy each executed notebook over the committed one (refreshes outputs)")
     notebooks.add_argument("--notebooks-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    data = commands.add_parser("data", help="regenerate the embedded offline tasks (seeded, byte for byte)")
+    data.add_argument("--out", type=Path, default=None, help="folder (default: the kit's data/tasks)")
+    data.add_argument("--seed", type=int, default=None, help="a different seed gives different tasks")
     return parser
 
 
@@ -45,6 +49,13 @@ def main(argv=None) -> int:
         failed = [r.stem for r in results if r.status != "ok"]
         print(f"notebooks: {len(results) - len(failed)} ok, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
         return 1 if failed else 0
+    if args.command == "data":
+        from uld.data import DATA_DIR
+        from uld.embedded import SEED, write_tasks
+
+        for path in write_tasks(args.out or DATA_DIR, SEED if args.seed is None else args.seed):
+            print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return 0
     return 2
 
 

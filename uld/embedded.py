@@ -1,0 +1,264 @@
+"""A seeded generator for the kit's embedded offline tasks, shaped like the paper's.
+
+Three tasks, one of each kind the paper uses, each with train/validation/test splits:
+
+* ``extractive_qa`` (like SQuAD, QED): a paragraph about a few people and organisations,
+  a question about one fact; the answer is a span copied from the paragraph.
+* ``generative_qa`` (like FairytaleQA, PubMedQA): the same kind of paragraph, but the
+  answer has to be *composed*: an age from two years, a sum of two counts, a yes/no with
+  its reason. It is not a span of the paragraph.
+* ``dialogue_summary`` (like DialogSum): a two-person dialogue about a plan (a meeting,
+  an order, a booking) with small talk around it; the answer is a one-sentence summary.
+
+Variety against memorisation: names, surnames, cities, organisations, occupations,
+animals, years and counts are drawn independently; sentences come from several templates
+each; every paragraph carries distractor facts of the same types about other people, so
+the question can only be answered by reading. Every record is generated from its own
+``random.Random(f"{seed}:{task}:{index}")`` stream, so a record never depends on Python's
+hash seed or on the other records, and splits are cut by index: they never share a
+record, and a duplicate text is dropped from the later split.
+
+    python -m uld data --out data/tasks      # rewrites the committed files, byte for byte
+
+>>> record = extractive_record(0, 0)
+>>> record["answers"][0] in record["context"]
+True
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+__all__ = ["EMBEDDED_TASKS", "SPLIT_SIZES", "generate", "write_tasks", "extractive_record", "generative_record",
+           "dialogue_record"]
+
+SEED = 2024
+SPLIT_SIZES = {"train": 1500, "validation": 150, "test": 150}
+
+FIRST_NAMES = [
+    "Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemal", "Lena", "Mateo",
+    "Nadia", "Oskar", "Priya", "Quentin", "Rosa", "Samir", "Tove", "Ugo", "Vera", "Wen", "Xavier", "Yara", "Zeno",
+    "Amara", "Bjorn", "Carmen", "Davide", "Emeka", "Fiona", "Goran", "Hana", "Ivo", "Julia", "Kofi", "Lucia", "Milan",
+    "Noor", "Otto", "Paula", "Rafael", "Sofia", "Tariq", "Ulla", "Viktor", "Wanda", "Yusuf", "Zora",
+]
+SURNAMES = [
+    "Alder", "Brandt", "Costa", "Duval", "Eriksen", "Ferrer", "Galli", "Haddad", "Ito", "Jansen", "Kowalski", "Lindqvist",
+    "Moreau", "Novak", "Okafor", "Petrov", "Quiroga", "Rossi", "Sato", "Takacs", "Umarov", "Varga", "Weber", "Xu",
+    "Yilmaz", "Zanetti", "Abara", "Berg", "Castillo", "Dimitrov", "Esposito", "Fontaine", "Gruber", "Horvat",
+]
+CITIES = {  # city -> country
+    "Lund": "Sweden", "Porto": "Portugal", "Ghent": "Belgium", "Bergen": "Norway", "Graz": "Austria",
+    "Turku": "Finland", "Split": "Croatia", "Brno": "Czechia", "Tartu": "Estonia", "Cork": "Ireland",
+    "Leiden": "the Netherlands", "Lyon": "France", "Bologna": "Italy", "Valencia": "Spain", "Krakow": "Poland",
+    "Aarhus": "Denmark", "Basel": "Switzerland", "Kaunas": "Lithuania", "Plovdiv": "Bulgaria", "Cluj": "Romania",
+    "Izmir": "Turkey", "Fes": "Morocco", "Kyoto": "Japan", "Busan": "South Korea", "Pune": "India",
+    "Recife": "Brazil", "Rosario": "Argentina", "Halifax": "Canada", "Dunedin": "New Zealand", "Hobart": "Australia",
+}
+ORGANISATIONS = [
+    "the Harbour Library", "the Northgate Bakery", "the Blue Heron Clinic", "the Alder Street School",
+    "the Riverside Observatory", "the Old Mill Theatre", "the Copper Kettle Cafe", "the Lantern Bookshop",
+    "the Meridian Bike Works", "the Green Valley Farm", "the Stonebridge Museum", "the Seaside Radio Station",
+    "the Juniper Print Shop", "the Hilltop Orchestra", "the Sparrow Design Studio", "the Silver Lake Ferry Company",
+]
+OCCUPATIONS = ["baker", "librarian", "nurse", "teacher", "astronomer", "carpenter", "pharmacist", "architect",
+               "translator", "gardener", "engineer", "photographer", "violinist", "chemist", "journalist", "pilot"]
+ANIMALS = ["cats", "dogs", "goats", "parrots", "rabbits", "horses", "chickens", "tortoises", "ducks", "sheep"]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+PLACES = ["the station", "the market square", "the museum entrance", "the library", "the harbour", "the park gate",
+          "the town hall", "the cafe on the corner", "the bus stop", "the bakery"]
+ITEMS = {"notebooks": 3, "lamps": 25, "chairs": 40, "umbrellas": 12, "kettles": 18, "backpacks": 30, "mugs": 6,
+         "plants": 9, "tickets": 15, "books": 11}
+TIMES = ["8 am", "9 am", "10 am", "11 am", "noon", "1 pm", "2 pm", "3 pm", "4 pm", "5 pm", "6 pm", "7 pm"]
+
+
+def _person(rng: random.Random, taken: set) -> dict:
+    while True:
+        name = f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}"
+        if name not in taken and name.split()[0] not in {n.split()[0] for n in taken}:
+            taken.add(name)
+            break
+    city = rng.choice(list(CITIES))
+    return dict(name=name, first=name.split()[0], city=city, country=CITIES[city], born=rng.randint(1940, 2004),
+                job=rng.choice(OCCUPATIONS), org=rng.choice(ORGANISATIONS), pets=rng.randint(2, 9),
+                animal=rng.choice(ANIMALS), joined=None)
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _facts(rng: random.Random, p: dict) -> list[str]:
+    """Sentences stating one person's facts, each from one of several templates; the
+    first one names the person in full."""
+    born = rng.choice([
+        f"{p['name']} was born in {p['city']} in {p['born']}.",
+        f"Born in {p['born']}, {p['name']} grew up in {p['city']}.",
+        f"{p['name']} comes from {p['city']}, where {p['first']} was born in {p['born']}.",
+    ])
+    work = rng.choice([
+        f"{p['first']} works as {_a(p['job'])} at {p['org']}.",
+        f"Today {p['first']} is {_a(p['job'])} at {p['org']}.",
+        f"At {p['org']}, {p['first']} has a job as {_a(p['job'])}.",
+    ])
+    pets = rng.choice([
+        f"{p['first']} keeps {p['pets']} {p['animal']} at home.",
+        f"At home, {p['first']} looks after {p['pets']} {p['animal']}.",
+        f"{p['first']} owns {p['pets']} {p['animal']}.",
+    ])
+    joined = rng.choice([
+        f"{p['first']} joined {p['org']} in {p['joined']}.",
+        f"In {p['joined']}, {p['first']} started at {p['org']}.",
+    ])
+    rest = [work, pets, joined]
+    rng.shuffle(rest)
+    return [born] + rest
+
+
+def _paragraph(rng: random.Random, people: list[dict]) -> str:
+    """The people's facts, person by person, with two filler sentences dropped in between."""
+    blocks = []
+    for person in people:
+        person["joined"] = person["born"] + rng.randint(18, 30)
+        blocks.append(_facts(rng, person))
+    for filler in rng.sample([
+        "The winter that year was unusually mild.", "Most of the town's streets are lined with lime trees.",
+        "A new bridge over the river opened in the spring.", "The local newspaper is printed every Thursday.",
+        "Tourists often visit the old harbour in the summer.", "The town holds a music festival each August.",
+    ], k=2):
+        blocks.insert(rng.randint(0, len(blocks)), [filler])
+    return " ".join(sentence for block in blocks for sentence in block)
+
+
+def _record_rng(task: str, index: int, seed: int) -> random.Random:
+    return random.Random(f"{seed}:{task}:{index}")
+
+
+def extractive_record(index: int, seed: int = SEED) -> dict:
+    """One extractive QA record: the answer is a span of the context."""
+    rng = _record_rng("extractive_qa", index, seed)
+    taken: set = set()
+    people = [_person(rng, taken) for _ in range(rng.randint(2, 3))]
+    context = _paragraph(rng, people)
+    p = rng.choice(people)
+    question, answer = rng.choice([
+        (f"Where was {p['name']} born?", p["city"]),
+        (f"In which year was {p['name']} born?", str(p["born"])),
+        (f"What is {p['name']}'s job?", p["job"]),
+        (f"Where does {p['name']} work?", p["org"]),
+        (f"How many {p['animal']} does {p['name']} have?", str(p["pets"])),
+        (f"When did {p['name']} join {p['org']}?", str(p["joined"])),
+    ])
+    return dict(id=f"extractive_qa-{index:05d}", context=context, question=question, answers=[answer])
+
+
+def generative_record(index: int, seed: int = SEED) -> dict:
+    """One generative QA record: the answer is composed from several facts."""
+    rng = _record_rng("generative_qa", index, seed)
+    taken: set = set()
+    people = [_person(rng, taken) for _ in range(rng.randint(2, 3))]
+    context = _paragraph(rng, people)
+    a, b = rng.sample(people, 2)
+    age = a["joined"] - a["born"]
+    same_city = a["city"] == b["city"]
+    choices = [
+        (f"How old was {a['name']} when {a['first']} joined {a['org']}?", f"{a['first']} was {age} years old."),
+        (f"How many pets do {a['first']} and {b['first']} have together?",
+         f"They have {a['pets'] + b['pets']} pets together."),
+        (f"Were {a['first']} and {b['first']} born in the same city?",
+         f"Yes, both were born in {a['city']}." if same_city
+         else f"No, {a['first']} was born in {a['city']} and {b['first']} in {b['city']}."),
+        (f"Who is older, {a['first']} or {b['first']}?",
+         f"{a['first'] if a['born'] < b['born'] else b['first']} is older, born in {min(a['born'], b['born'])}."
+         if a["born"] != b["born"] else f"Neither: both were born in {a['born']}."),
+        (f"In which country was {a['name']} born?", f"{a['first']} was born in {a['country']}."),
+    ]
+    question, answer = rng.choice(choices)
+    return dict(id=f"generative_qa-{index:05d}", context=context, question=question, answers=[answer])
+
+
+def dialogue_record(index: int, seed: int = SEED) -> dict:
+    """One dialogue with its one-sentence summary (DialogSum's #Person1#/#Person2# style)."""
+    rng = _record_rng("dialogue_summary", index, seed)
+    first, second = rng.sample(FIRST_NAMES, 2)
+    small_talk = rng.sample([
+        ("How was your weekend?", "Quiet, I mostly read. And yours?"),
+        ("Did you see the rain this morning?", "Yes, I got completely soaked."),
+        ("How is your new job going?", "Busy, but I like the people."),
+        ("Have you tried the new cafe?", "Not yet, is it good?"),
+        ("Is your sister still in town?", "She left on Sunday."),
+    ], k=rng.randint(1, 2))
+    kind = rng.choice(["meeting", "order", "reschedule"])
+    turns = []
+    for number, (question, reply) in enumerate(small_talk):
+        greeting = f"Hi {second}, it's {first}. " if number == 0 else ""
+        turns += [f"#Person1#: {greeting}{question}", f"#Person2#: {reply}"]
+    if kind == "meeting":
+        day, place, time = rng.choice(WEEKDAYS), rng.choice(PLACES), rng.choice(TIMES)
+        topic = rng.choice(["the project plan", "the concert tickets", "the garden", "the trip", "the budget"])
+        turns += [f"#Person1#: Could we meet to talk about {topic}?", f"#Person2#: Sure. Is {day} good for you?",
+                  f"#Person1#: {day} works. Where?", f"#Person2#: Let's say {place} at {time}.",
+                  "#Person1#: Perfect, see you then."]
+        summary = rng.choice([
+            f"{first} and {second} will meet at {place} on {day} at {time} to talk about {topic}.",
+            f"{second} agrees to meet {first} on {day} at {time} at {place} to discuss {topic}.",
+        ])
+    elif kind == "order":
+        item = rng.choice(list(ITEMS))
+        count, price = rng.randint(2, 12), ITEMS[item]
+        turns += [f"#Person1#: I'd like to order some {item}.", f"#Person2#: How many do you need?",
+                  f"#Person1#: {count}, please. How much are they?", f"#Person2#: {price} euros each.",
+                  f"#Person1#: Fine, I'll take them."]
+        summary = rng.choice([
+            f"{first} orders {count} {item} from {second} at {price} euros each, {count * price} euros in total.",
+            f"{first} buys {count} {item} for {count * price} euros from {second}.",
+        ])
+    else:
+        old_day, new_day = rng.sample(WEEKDAYS, 2)
+        reason = rng.choice(["a dentist appointment", "a late train", "a family dinner", "a work deadline"])
+        turns += [f"#Person1#: About our meeting on {old_day}, I can't make it.", "#Person2#: Oh, what happened?",
+                  f"#Person1#: I have {reason}. Could we move it to {new_day}?",
+                  f"#Person2#: {new_day} is fine with me.", "#Person1#: Thanks, and sorry again."]
+        summary = rng.choice([
+            f"{first} moves the meeting with {second} from {old_day} to {new_day} because of {reason}.",
+            f"Because of {reason}, {first} asks {second} to move their {old_day} meeting to {new_day}, and {second} agrees.",
+        ])
+    return dict(id=f"dialogue_summary-{index:05d}", context="\n".join(turns), question="Summarize the dialogue.",
+                answers=[summary])
+
+
+EMBEDDED_TASKS = {"extractive_qa": extractive_record, "generative_qa": generative_record,
+                  "dialogue_summary": dialogue_record}
+
+
+def generate(task: str, seed: int = SEED, sizes: dict | None = None) -> dict[str, list[dict]]:
+    """All splits of one embedded task: ``{split: [record, ...]}``, no text in two splits."""
+    make = EMBEDDED_TASKS[task]
+    sizes = sizes or SPLIT_SIZES
+    seen: set = set()
+    splits, index = {}, 0
+    for split, size in sizes.items():
+        records = []
+        while len(records) < size:
+            record = make(index, seed)
+            index += 1
+            key = (record["context"], record["question"])
+            if key not in seen:
+                seen.add(key)
+                records.append(record)
+        splits[split] = records
+    return splits
+
+
+def write_tasks(out: Path, seed: int = SEED, sizes: dict | None = None) -> list[Path]:
+    """Write ``out/<task>/<split>.jsonl`` for every embedded task; returns the paths."""
+    written = []
+    for task in EMBEDDED_TASKS:
+        for split, records in generate(task, seed, sizes).items():
+            path = Path(out) / task / f"{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records),
+                            encoding="utf-8")
+            written.append(path)
+    return written
