@@ -2,6 +2,7 @@
 
     python -m uld notebooks --preset {ci,cpu,gpu} --out DIR [--only PATTERN] [--in-place]
     python -m uld data [--out DIR]      # regenerate the embedded offline tasks
+    python -m uld assets [--out DIR]    # real tokenizers and tiny models, offline, into the cache
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
 on standard error says why).
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="regenerate the embedded offline tasks (seeded, byte for byte)")
     data.add_argument("--out", type=Path, default=None, help="folder (default: the kit's data/tasks)")
     data.add_argument("--seed", type=int, default=None, help="a different seed gives different tasks")
+    assets = commands.add_parser("assets", help="materialise real tokenizers and tiny models offline")
+    assets.add_argument("--out", type=Path, default=None, help="cache folder (default: $ULD_CACHE or ~/.cache/uld)")
     return parser
 
 
@@ -55,6 +58,13 @@ def main(argv=None) -> int:
 
         for path in write_tasks(args.out or DATA_DIR, SEED if args.seed is None else args.seed):
             print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return 0
+    if args.command == "assets":
+        from uld.models import materialise_assets
+
+        report = materialise_assets(args.out)
+        print(f"assets: {len(report['made'])} made, {len(report['present'])} already present, "
+              f"{len(report['skipped'])} skipped")
         return 0
     return 2
 

