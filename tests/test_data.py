@@ -47,6 +47,21 @@ def test_hub_tasks_fail_at_once_offline_and_say_what_to_do(name, monkeypatch):
     assert time.perf_counter() - start < 10
 
 
+def test_a_datasets_cache_is_passed_to_the_hub_loader(monkeypatch, tmp_path):
+    import datasets
+
+    seen = {}
+
+    def fake_load_dataset(path, name=None, split=None, cache_dir=None):
+        seen.update(path=path, name=name, split=split, cache_dir=cache_dir)
+        return datasets.Dataset.from_list([RAW_ROWS["dialogsum"]])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    dataset = load_task("dialogsum", "eval", cache_dir=tmp_path)
+    assert seen == dict(path="knkarthick/dialogsum", name=None, split="validation", cache_dir=str(tmp_path))
+    assert dataset[0]["answers"] == ["They greet."]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: load_task("trivia", "train"), "unknown task 'trivia'"),
     (lambda: load_task("extractive_qa", "dev"), "unknown split 'dev'"),

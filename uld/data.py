@@ -120,7 +120,8 @@ TASKS = {spec.name: spec for spec in (
 assert all(spec.kind in KINDS for spec in TASKS.values())
 
 
-def load_task(name: str, split: str, limit: int | None = None, source: str | Path | None = None):
+def load_task(name: str, split: str, limit: int | None = None, source: str | Path | None = None,
+              cache_dir: str | Path | None = None):
     """One split of a task as a `datasets.Dataset` with columns ``id, context, question, answers``.
 
     Args:
@@ -128,6 +129,7 @@ def load_task(name: str, split: str, limit: int | None = None, source: str | Pat
         split: ``train``, ``validation``, ``test``, or ``eval`` for the paper's evaluation split.
         limit: keep the first ``limit`` rows.
         source: a local copy of a hub task (``save_to_disk`` folder or data files).
+        cache_dir: a `datasets` cache holding the hub task (used offline too).
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
@@ -140,7 +142,7 @@ def load_task(name: str, split: str, limit: int | None = None, source: str | Pat
     elif spec.embedded:
         dataset = _from_embedded(spec, split)
     else:
-        dataset = _from_hub(spec, split)
+        dataset = _from_hub(spec, split, cache_dir)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     dataset.info.description = json.dumps({"task": name, "kind": spec.kind, "metric": spec.metric, "split": split})
@@ -159,21 +161,23 @@ def _from_embedded(spec: TaskSpec, split: str):
     return Dataset.from_list([{column: row[column] for column in COLUMNS} for row in rows])
 
 
-def _from_hub(spec: TaskSpec, split: str):
+def _from_hub(spec: TaskSpec, split: str, cache_dir=None):
     import datasets
 
     if split not in spec.hub_splits:
         raise ValueError(f"{spec.name} has no {split!r} split here; choose from {', '.join(spec.hub_splits)} or eval")
     config, expression = spec.hub_splits[split]
     try:
-        raw = datasets.load_dataset(spec.hub_id, config, split=expression)
+        raw = datasets.load_dataset(spec.hub_id, config, split=expression,
+                                    cache_dir=str(cache_dir) if cache_dir is not None else None)
     except Exception as failure:
         offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
         reason = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the datasets cache" \
             if offline else f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
         raise TaskUnavailable(
             f"{spec.name} needs the Hugging Face hub ({spec.hub_id}): {reason}. "
-            f"Pass a local copy instead: load_task({spec.name!r}, {split!r}, source='path/to/copy')"
+            f"Pass a local copy instead: load_task({spec.name!r}, {split!r}, source='path/to/copy'), "
+            f"or a datasets cache that holds it: cache_dir='path/to/cache'"
         ) from None
     return _converted(spec, raw)
 

