@@ -152,12 +152,15 @@ def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
     metrics = "import json, pathlib; pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True); " \
               "pathlib.Path(output_dir, 'metrics.json').write_text('{}'); print('hello')"
     write_notebook(folder / "01_one.ipynb", metrics)
-    for _ in range(2):
+
+    def refresh():
         done = run_cli("notebooks", "--preset", "cpu", "--out", str(tmp_path / "out"), "--in-place",
                        "--notebooks-dir", str(folder), timeout=300)
         assert done.returncode == 0, done.stderr
-        first = (folder / "01_one.ipynb").read_text() if _ == 0 else first
-    assert (folder / "01_one.ipynb").read_text() == first, "re-running without changes gives no diff"
+        return (folder / "01_one.ipynb").read_text()
+
+    first = refresh()
+    assert refresh() == first, "re-running without changes gives no diff"
     notebook = nbformat.read(folder / "01_one.ipynb", as_version=4)
     assert notebook.cells[-1].outputs[0]["text"] == "hello\n"
     assert "papermill" not in notebook.metadata and str(tmp_path) not in first

@@ -207,9 +207,9 @@ def dialogue_record(index: int, seed: int = SEED) -> dict:
     elif kind == "order":
         item = rng.choice(list(ITEMS))
         count, price = rng.randint(2, 12), ITEMS[item]
-        turns += [f"#Person1#: I'd like to order some {item}.", f"#Person2#: How many do you need?",
+        turns += [f"#Person1#: I'd like to order some {item}.", "#Person2#: How many do you need?",
                   f"#Person1#: {count}, please. How much are they?", f"#Person2#: {price} euros each.",
-                  f"#Person1#: Fine, I'll take them."]
+                  "#Person1#: Fine, I'll take them."]
         summary = rng.choice([
             f"{first} orders {count} {item} from {second} at {price} euros each, {count * price} euros in total.",
             f"{first} buys {count} {item} for {count * price} euros from {second}.",

@@ -447,7 +447,7 @@ def _unsorted_signs(probs: Tensor, sorted_sign: Tensor, order: Tensor, tail_sign
 
 
 def _top_k_and_tail_mass(probs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``probs [..., V]`` -> (its ``min(k, V)`` largest values sorted, their indices, mass of the rest)."""
+    """``probs [..., V]`` -> (its ``min(k, V)`` largest values sorted, the mass of the rest, their indices)."""
     head, index = probs.topk(min(k, probs.shape[-1]), dim=-1, sorted=True)
     tail = probs.scatter(-1, index, 0.0).sum(-1)
     return head, tail, index
@@ -530,8 +530,7 @@ def _mean_per_sample_then_batch(values: Tensor, sample: Tensor, aligned: Tensor)
 
 def _check_probability_tensor(name: str, tensor: Tensor) -> None:
     if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {type(tensor).__name__}"
-                         + (f" of dtype {tensor.dtype}" if isinstance(tensor, Tensor) else ""))
+        raise ValueError(f"{name} must be a floating-point tensor, got {_describe(tensor)}")
     if tensor.dim() == 0 or tensor.shape[-1] == 0:
         raise ValueError(f"{name} must have a non-empty last (vocabulary) dimension, got shape {tuple(tensor.shape)}")
 
