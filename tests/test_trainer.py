@@ -1,0 +1,83 @@
+"""The distiller end to end on the tiny default pair: pairs, collation, training, answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from uld import ULDLoss
+from uld.data import load_task
+from uld.models import load_model, load_tokenizer
+from uld.teacher import generate_teacher_answers
+from uld.trainer import DistillationTrainer, PairCollator, build_pairs, generate_answers
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("pair-cache")
+    teacher, teacher_tokenizer = load_model("default-teacher", cache=cache), load_tokenizer("default-teacher", cache)
+    student_tokenizer = load_tokenizer("default-student", cache)
+    rows = load_task("extractive_qa", "train", limit=24)
+    answered = generate_teacher_answers(teacher, teacher_tokenizer, rows, kind="extractive_qa", shots=1,
+                                        run_dir=tmp_path_factory.mktemp("run"), max_new_tokens=8, progress=False)
+    return dict(cache=cache, teacher=teacher, teacher_tokenizer=teacher_tokenizer,
+                student_tokenizer=student_tokenizer, rows=answered)
+
+
+def test_pairs_hold_each_side_in_its_own_tokens(pair):
+    dataset, report = build_pairs(pair["rows"], kind="extractive_qa", method="uld",
+                                  student_tokenizer=pair["student_tokenizer"], teacher_tokenizer=pair["teacher_tokenizer"],
+                                  shots=1, max_length=1024)
+    assert report == {"kept": 24, "too_long": 0}
+    example, row = dataset[0], pair["rows"][0]
+    student_answer = [t for t in example["student_labels"] if t != -100]
+    teacher_answer = [t for t in example["teacher_labels"] if t != -100]
+    eos = pair["student_tokenizer"].eos_token_id
+    assert student_answer[-1] == eos and teacher_answer[-1] != pair["teacher_tokenizer"].eos_token_id
+    assert pair["student_tokenizer"].decode(student_answer[:-1]).strip() == row["teacher_answer"].strip()
+    assert pair["teacher_tokenizer"].decode(teacher_answer).strip() == row["teacher_answer"].strip()
+    batch = PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id)(
+        [dataset[0], dataset[1]])
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "teacher_input_ids", "teacher_attention_mask",
+                          "teacher_labels"}
+    sft, _ = build_pairs(pair["rows"], kind="extractive_qa", method="sft", student_tokenizer=pair["student_tokenizer"])
+    gold = [t for t in sft[0]["student_labels"] if t != -100][:-1]
+    assert pair["student_tokenizer"].decode(gold).strip() == row["answers"][0]
+    with pytest.raises(ValueError, match="needs the teacher's tokenizer"):
+        build_pairs(pair["rows"], kind="extractive_qa", method="uld", student_tokenizer=pair["student_tokenizer"])
+
+
+@pytest.mark.parametrize("method", ["seqkd", "uld"])
+def test_training_moves_the_student_and_logs_the_components(pair, method, tmp_path):
+    dataset, _ = build_pairs(pair["rows"], kind="extractive_qa", method=method, shots=1, max_length=1024,
+                             student_tokenizer=pair["student_tokenizer"], teacher_tokenizer=pair["teacher_tokenizer"])
+    student = load_model("default-student", cache=pair["cache"])
+    before = [p.detach().clone() for p in student.parameters()]
+    teacher_before = [p.detach().clone() for p in pair["teacher"].parameters()]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1,
+                             learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[],
+                             remove_unused_columns=False, seed=0, disable_tqdm=True, use_cpu=True)
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=dataset,
+                                  data_collator=PairCollator(pair["student_tokenizer"].pad_token_id,
+                                                             pair["teacher_tokenizer"].pad_token_id),
+                                  teacher=pair["teacher"] if method == "uld" else None,
+                                  loss_fn=ULDLoss(distillation_weight=1.5, skip_student_eos=True) if method == "uld" else None)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 3 and all(entry["crossentropy"] > 0 for entry in logs)
+    if method == "uld":
+        assert all(entry["distillation"] > 0 for entry in logs)
+        assert all(abs(e["loss"] - e["crossentropy"] - e["distillation"]) < 1e-3 * e["loss"] for e in logs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, pair["teacher"].parameters()))
+    answers = generate_answers(student, pair["student_tokenizer"], load_task("extractive_qa", "test", limit=5),
+                               kind="extractive_qa", max_new_tokens=6)
+    assert len(answers) == 5 and all("\n" not in a for a in answers)
+
+
+def test_a_distillation_weight_without_a_teacher_is_refused(pair, tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        DistillationTrainer(model=load_model("default-student", cache=pair["cache"]), args=args,
+                            loss_fn=ULDLoss(distillation_weight=1.5))

@@ -1,0 +1,174 @@
+"""Distillation on `transformers.Trainer`: paired batches, a frozen teacher, the ULD loss.
+
+Methods (the paper's and its baselines):
+
+=======  ==================================================  =====================
+method   what the student learns from                         loss
+=======  ==================================================  =====================
+raw      nothing (the student as it is)                       -
+sft      gold answers                                         cross-entropy
+seqkd    the teacher's answers (the paper's lambda = 0)       cross-entropy
+uld      the teacher's answers and its logits                 CE + lambda * ULD
+=======  ==================================================  =====================
+
+Each training example carries two tokenisations of the same answer: the student's (its
+zero-shot plain prompt, the answer, EOS) and the teacher's (its few-shot prompt and the
+same answer, no EOS: the teacher's text carries none). The collator pads each side with
+its own pad token; the trainer runs the frozen teacher without gradients, in its own
+dtype and device, and `uld.ULDLoss` aligns the two answers. Progress bars, logging,
+checkpoints and resume, seeds and distributed training come from the Trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import Trainer
+
+from uld.data import collate, encode_decoder, encode_encoder_decoder
+from uld.loss import ULDLoss
+from uld.prompts import draw_shots, first_line, student_prompt, teacher_prompt
+
+__all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "generate_answers"]
+
+METHODS = ("raw", "sft", "seqkd", "uld")
+
+
+def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_tokenizer=None,
+                student_is_encoder_decoder: bool = False, max_length: int = 512, max_target_length: int = 128,
+                shots: int = 0, shot_pool=None, seed: int = 0):
+    """Tokenise rows for ``method``; returns ``(Dataset, report)``.
+
+    ``sft`` targets the gold answer, ``seqkd`` and ``uld`` the ``teacher_answer`` column;
+    ``uld`` also tokenises the teacher side. Rows that cannot fit on either side are
+    counted in the report, never cut mid-answer.
+    """
+    from datasets import Dataset
+
+    if method not in ("sft", "seqkd", "uld"):
+        raise ValueError(f"method {method!r} does not train; choose from sft, seqkd, uld")
+    if method == "uld" and teacher_tokenizer is None:
+        raise ValueError("the uld method needs the teacher's tokenizer")
+    pool = list(shot_pool if shot_pool is not None else rows) if shots else []
+    examples, report = [], {"kept": 0, "too_long": 0}
+    for index, row in enumerate(rows):
+        answer = row["answers"][0] if method == "sft" else row["teacher_answer"]
+        render = (lambda text, row=row: student_prompt(kind, text, row["question"]))
+        if student_is_encoder_decoder:
+            student = encode_encoder_decoder(student_tokenizer, render, row["context"], answer, max_length,
+                                             max_target_length)
+        else:
+            student = encode_decoder(student_tokenizer, render, row["context"], answer, max_length)
+        teacher = None
+        if method == "uld" and student is not None:
+            chosen = draw_shots(pool, shots, seed=seed * 1_000_003 + index, exclude_id=row["id"])
+            render_teacher = (lambda text, row=row: teacher_prompt(teacher_tokenizer, kind, text, row["question"], chosen))
+            teacher = encode_decoder(teacher_tokenizer, render_teacher, row["context"], answer, max_length)
+            if teacher is not None:  # the teacher's text carries no EOS
+                for key in ("input_ids", "attention_mask", "labels"):
+                    teacher[key] = teacher[key][:-1]
+        if student is None or (method == "uld" and teacher is None):
+            report["too_long"] += 1
+            continue
+        report["kept"] += 1
+        example = {f"student_{k}": v for k, v in student.items() if k != "truncated"}
+        if teacher is not None:
+            example.update({f"teacher_{k}": v for k, v in teacher.items() if k != "truncated"})
+        examples.append(example)
+    return Dataset.from_list(examples), report
+
+
+@dataclass
+class PairCollator:
+    """Pads the student side (as ``input_ids``, ``attention_mask``, ``labels``) and the
+    teacher side (as ``teacher_*``), each with its own pad token."""
+
+    student_pad_token_id: int
+    teacher_pad_token_id: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = collate([{k[8:]: v for k, v in f.items() if k.startswith("student_")} for f in features],
+                        self.student_pad_token_id)
+        if "teacher_input_ids" in features[0]:
+            teacher = collate([{k[8:]: v for k, v in f.items() if k.startswith("teacher_")} for f in features],
+                              self.teacher_pad_token_id)
+            batch.update({f"teacher_{k}": v for k, v in teacher.items()})
+        return batch
+
+
+class DistillationTrainer(Trainer):
+    """`transformers.Trainer` whose loss is `ULDLoss` against a frozen teacher.
+
+    With ``teacher=None`` it is plain cross-entropy training (``sft``, ``seqkd``). Logs
+    ``crossentropy`` and ``distillation`` beside ``loss``.
+    """
+
+    def __init__(self, *args, teacher=None, loss_fn: ULDLoss | None = None, student_is_encoder_decoder=False,
+                 teacher_is_encoder_decoder=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if teacher is None and loss_fn is not None and loss_fn.distillation_weight != 0:
+            raise ValueError("a distillation loss needs a teacher: pass teacher=, or use method sft/seqkd")
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+            if loss_fn is None:
+                raise ValueError("a teacher needs a loss_fn (uld.ULDLoss) to be distilled from")
+        self.loss_fn = loss_fn
+        self.encoder_decoder = (student_is_encoder_decoder, teacher_is_encoder_decoder)
+        self._components: dict[str, list[float]] = {"crossentropy": [], "distillation": []}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_inputs = {k[8:]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+        if self.teacher is None:  # sft, seqkd: the model's own token-mean cross-entropy
+            outputs = model(**inputs)
+            self._components["crossentropy"].append(outputs.loss.item())
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        # The student's cross-entropy comes from ULDLoss, so a decoder gets no labels here
+        # (the model would compute a second, full-vocabulary cross-entropy).
+        student_is_encoder_decoder = self.encoder_decoder[0]
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        **({"labels": inputs["labels"]} if student_is_encoder_decoder else {}))
+        device = next(self.teacher.parameters()).device
+        with torch.no_grad():
+            teacher_logits = self.teacher(input_ids=teacher_inputs["input_ids"].to(device),
+                                          attention_mask=teacher_inputs["attention_mask"].to(device)).logits
+        result = self.loss_fn(outputs.logits, teacher_logits.to(outputs.logits.device), inputs["labels"],
+                              teacher_inputs["labels"].to(outputs.logits.device), *self.encoder_decoder)
+        self._components["crossentropy"].append(result.crossentropy.item())
+        self._components["distillation"].append(result.distillation.item())
+        return (result.loss, outputs) if return_outputs else result.loss
+
+    def log(self, logs, *args, **kwargs):
+        for name, values in self._components.items():
+            if values and "loss" in logs:
+                logs[name] = round(sum(values) / len(values), 6)
+                values.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def generate_answers(model, tokenizer, rows, *, kind: str, batch_size: int = 16, max_new_tokens: int = 150,
+                     max_length: int = 512) -> list[str]:
+    """The student's greedy answers to its zero-shot plain prompts, first line kept."""
+    is_encoder_decoder = model.config.is_encoder_decoder
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    answers = []
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+            prompts = [student_prompt(kind, r["context"], r["question"]) for r in chunk]
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+            encoded = {k: v.to(model.device) for k, v in encoded.items()}
+            with torch.no_grad():
+                output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            if not is_encoder_decoder:
+                output = output[:, encoded["input_ids"].shape[1]:]
+            answers += [first_line(t) for t in tokenizer.batch_decode(output, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return answers
