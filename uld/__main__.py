@@ -3,7 +3,7 @@
     python -m uld notebooks --preset {ci,cpu,gpu} --out DIR [--only PATTERN] [--in-place]
     python -m uld data [--out DIR]      # regenerate the embedded offline tasks
     python -m uld assets [--out DIR]    # real tokenizers and tiny models, offline, into the cache
-    python -m uld distill --config FILE | --task T --method M --out DIR [...]   # one distillation run
+    python -m uld distill --config FILE [--set key=value ...] --out DIR [--overwrite]   # one run
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
 on standard error says why).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, fields
 from pathlib import Path
 
 
@@ -38,22 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     assets = commands.add_parser("assets", help="materialise real tokenizers and tiny models offline")
     assets.add_argument("--out", type=Path, default=None, help="cache folder (default: $ULD_CACHE or ~/.cache/uld)")
     distill = commands.add_parser("distill", help="one run: teacher answers, training, evaluation")
-    distill.add_argument("--config", type=Path, help="YAML file of DistillConfig fields (flags override it)")
-    from uld.distill import DistillConfig
-
-    for item in fields(DistillConfig):
-        flag = "--" + item.name.replace("_", "-")
-        kind = {"bool": _boolean, "int": int, "float": float, "int | None": int}.get(str(item.type), str)
-        distill.add_argument(flag, type=kind, default=None, help=f"default: {item.default}")
+    distill.add_argument("--config", type=Path, help="YAML file of DistillConfig fields (see configs/)")
+    distill.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
+    distill.add_argument("--out", required=True, help="run folder")
+    distill.add_argument("--overwrite", action="store_true", help="redo a finished run in --out")
     return parser
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def main(argv=None) -> int:
@@ -85,16 +73,15 @@ def main(argv=None) -> int:
               f"{len(report['skipped'])} skipped")
         return 0
     if args.command == "distill":
-        from uld.distill import DistillConfig, run_distillation
+        from uld.distill import DistillConfig, RunFinished, run_distillation
+        from uld.models import ModelUnavailable
 
-        flags = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if getattr(args, f.name) is not None}
         try:
-            base = asdict(DistillConfig.from_yaml(args.config)) if args.config else {}
-            config = DistillConfig(**{**base, **flags})
-        except (ValueError, OSError) as problem:
-            print(f"python -m uld distill: error: {problem}", file=sys.stderr)
+            config = DistillConfig.load(args.config, args.set, args.out)
+            run_distillation(config, overwrite=args.overwrite)
+        except (ValueError, OSError, RunFinished, ModelUnavailable) as problem:
+            print(f"python -m uld distill: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2
-        run_distillation(config)
         return 0
     return 2
 

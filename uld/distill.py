@@ -1,12 +1,13 @@
 """One distillation run, end to end: teacher answers, training, evaluation, results.
 
-    python -m uld distill --task extractive_qa --method uld --out runs/uld-demo \\
-        --teacher default-teacher --student default-student --train-limit 200 --eval-limit 50
+    python -m uld distill --config configs/tiny.yaml --out runs/tiny
+    python -m uld distill --config configs/tiny.yaml --set method=seqkd --set epochs=2 --out runs/tiny-seqkd
 
-or with a YAML file holding `DistillConfig` fields: ``python -m uld distill --config FILE``.
-The run folder gets ``teacher_answers.jsonl`` (resumable), ``checkpoints/`` (the
-Trainer's), ``predictions.jsonl`` and ``results.json``, each file written whole or not
-at all.
+The config is a YAML file of `DistillConfig` fields; ``--set key=value`` overrides one
+(the value is read as YAML, then checked against the field's type). The run folder gets
+``teacher_answers.jsonl`` (resumable), ``checkpoints/`` (the Trainer's),
+``predictions.jsonl`` and ``metrics.json``, each written whole or not at all; a folder
+that already holds ``metrics.json`` is a finished run and is not overwritten unless asked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,23 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["DistillConfig", "run_distillation"]
+__all__ = ["DistillConfig", "run_distillation", "RunFinished"]
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+class RunFinished(RuntimeError):
+    """The output folder already holds a finished run."""
+
+
+def _check_type(name: str, value, annotation: str) -> None:
+    options = [part.strip() for part in str(annotation).split("|")]
+    if value is None and "None" in options:
+        return
+    allowed = tuple(t for option in options for t in _TYPES.get(option, ()))
+    wrong_bool = isinstance(value, bool) and bool not in allowed
+    if not isinstance(value, allowed) or wrong_bool:
+        raise ValueError(f"{name} must be {' or '.join(options)}, got {value!r}")
 
 
 @dataclass
@@ -45,9 +62,12 @@ class DistillConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.1
     batch_size: int = 8
+    teacher_dtype: str | None = None  # e.g. bfloat16, as the paper ran its teachers
     seed: int = 0
 
     def __post_init__(self):
+        for item in fields(self):
+            _check_type(item.name, getattr(self, item.name), item.type)
         from uld.data import TASKS
         from uld.trainer import METHODS
 
@@ -62,18 +82,31 @@ class DistillConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @classmethod
-    def from_yaml(cls, path) -> "DistillConfig":
+    def load(cls, path=None, overrides: list[str] = (), out: str | None = None) -> "DistillConfig":
+        """From a YAML file (optional), then ``key=value`` overrides, then ``out``."""
         import yaml
 
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a mapping of config keys")
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes key=value, got {item!r}")
+            values[key.strip()] = yaml.safe_load(text)
+        if out is not None:
+            values["out"] = out
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown config keys in {path}: {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
 
 
-def run_distillation(config: DistillConfig, echo=print) -> dict:
-    """Run ``config`` and return its results (also in ``<out>/results.json``)."""
+def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False) -> dict:
+    """Run ``config`` and return its metrics (also in ``<out>/metrics.json``).
+
+    Raises `RunFinished` when ``<out>`` already holds a finished run and not ``overwrite``.
+    """
     import torch
     from transformers import TrainingArguments, set_seed
 
@@ -87,6 +120,8 @@ def run_distillation(config: DistillConfig, echo=print) -> dict:
     started = time.perf_counter()
     set_seed(config.seed)
     run = Path(config.out)
+    if (run / "metrics.json").exists() and not overwrite:
+        raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
     run.mkdir(parents=True, exist_ok=True)
     spec = TASKS[config.task]
     train = load_task(config.task, "train", limit=config.train_limit)
@@ -103,7 +138,8 @@ def run_distillation(config: DistillConfig, echo=print) -> dict:
         teacher = teacher_tokenizer = None
         if config.method in ("seqkd", "uld"):
             teacher_tokenizer = load_tokenizer(config.teacher)
-            teacher = load_model(config.teacher, device=student.device)
+            teacher = load_model(config.teacher, device=student.device,
+                                 dtype=getattr(torch, config.teacher_dtype) if config.teacher_dtype else None)
             teacher.resize_token_embeddings(len(teacher_tokenizer))
             echo(f"teacher answers for {len(train)} training questions")
             train = generate_teacher_answers(teacher, teacher_tokenizer, train, kind=spec.kind, run_dir=run,
@@ -140,10 +176,13 @@ def run_distillation(config: DistillConfig, echo=print) -> dict:
     _write_atomically(run / "predictions.jsonl", "".join(
         json.dumps({"id": i, "prediction": p, "references": r}, ensure_ascii=False) + "\n"
         for i, p, r in zip(evaluation["id"], predictions, references)))
-    results = {"config": asdict(config), "scores": scores, "metric": spec.metric, "n_eval": len(evaluation),
+    log_history = report.get("log_history", [])
+    results = {"scores": scores, "metric": spec.metric, "method": config.method, "task": config.task,
+               "teacher": config.teacher if config.method in ("seqkd", "uld") else None, "student": config.student,
                "n_train": report.get("kept", 0), "left_out_too_long": report.get("too_long", 0),
-               "seconds": round(time.perf_counter() - started, 1), "log_history": report.get("log_history", [])}
-    _write_atomically(run / "results.json", json.dumps(results, indent=2))
+               "steps": max((entry.get("step", 0) for entry in log_history), default=0), "n_eval": len(evaluation),
+               "seconds": round(time.perf_counter() - started, 1), "config": asdict(config), "log_history": log_history}
+    _write_atomically(run / "metrics.json", json.dumps(results, indent=2))
     echo(f"{config.method}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
     return results
 
