@@ -124,3 +124,15 @@ def test_each_teacher_student_pair_has_different_vocabularies(cache, student):
     overlap = len(a & b) / len(a | b)
     print(f"tiny-llama vs {student}: vocabulary overlap {overlap:.2f}")
     assert overlap < 0.6 and len(teacher) != len(other)
+
+
+def test_embeddings_grow_for_new_tokens_and_never_shrink(cache):
+    from uld.models import fit_embeddings
+
+    model, tokenizer = load_model("default-student", cache=cache), load_tokenizer("default-student", cache)
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert not fit_embeddings(model, tokenizer)
+    model.resize_token_embeddings(rows + 16)  # a padded table, like Pythia's
+    assert not fit_embeddings(model, tokenizer) and model.get_input_embeddings().weight.shape[0] == rows + 16
+    tokenizer.add_tokens([f"<new{i}>" for i in range(20)])
+    assert fit_embeddings(model, tokenizer) and model.get_input_embeddings().weight.shape[0] == len(tokenizer)

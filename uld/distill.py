@@ -113,7 +113,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     from uld.data import TASKS, load_task
     from uld.loss import ULDLoss
     from uld.metrics import exact_match, score
-    from uld.models import load_model, load_tokenizer
+    from uld.models import fit_embeddings, load_model, load_tokenizer
     from uld.teacher import generate_teacher_answers
     from uld.trainer import DistillationTrainer, PairCollator, build_pairs, generate_answers
 
@@ -130,7 +130,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     evaluation = load_task(config.task, "eval", limit=config.eval_limit)
     student_tokenizer = load_tokenizer(config.student)
     student = load_model(config.student)
-    student.resize_token_embeddings(len(student_tokenizer))
+    fit_embeddings(student, student_tokenizer)
     student_is_encoder_decoder = student.config.is_encoder_decoder
     report = {}
 
@@ -140,7 +140,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
             teacher_tokenizer = load_tokenizer(config.teacher)
             teacher = load_model(config.teacher, device=student.device,
                                  dtype=getattr(torch, config.teacher_dtype) if config.teacher_dtype else None)
-            teacher.resize_token_embeddings(len(teacher_tokenizer))
+            fit_embeddings(teacher, teacher_tokenizer)
             echo(f"teacher answers for {len(train)} training questions")
             train = generate_teacher_answers(teacher, teacher_tokenizer, train, kind=spec.kind, run_dir=run,
                                              shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,

@@ -41,7 +41,7 @@ from pathlib import Path
 from uld.cache import cache_dir
 
 __all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
-           "materialise_pretrained", "resolve_model", "materialise_assets"]
+           "materialise_pretrained", "resolve_model", "materialise_assets", "fit_embeddings"]
 
 
 class ModelUnavailable(RuntimeError):
@@ -109,6 +109,19 @@ def load_model(name_or_path: str, *, dtype=None, device=None, cache: Path | None
     except (OSError, ValueError) as failure:
         raise ModelUnavailable(_unavailable(name_or_path, failure)) from None
     return model.to(device) if device is not None else model
+
+
+def fit_embeddings(model, tokenizer) -> bool:
+    """Grow the model's embeddings when the tokenizer has more ids (e.g. an added pad token).
+
+    Never shrinks: checkpoints such as Pythia pad their tables beyond the tokenizer (50,304
+    rows for about 50,280 tokens), and cutting them would change the output distribution.
+    Returns True when it resized.
+    """
+    if len(tokenizer) <= model.get_input_embeddings().weight.shape[0]:
+        return False
+    model.resize_token_embeddings(len(tokenizer))
+    return True
 
 
 def _unavailable(name: str, failure: Exception) -> str:
