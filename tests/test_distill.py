@@ -12,7 +12,7 @@ import pytest
 from uld.distill import DistillConfig, RunFinished, run_distillation
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(task="extractive_qa", train_limit=16, eval_limit=6, epochs=1, max_new_tokens=6, batch_size=8)
+TINY = dict(task="extractive_qa", train_limit=16, eval_limit=6, epochs=1, max_new_tokens=6, batch_size=8, logging_steps=1)
 
 
 @pytest.mark.parametrize("method", ["raw", "sft", "seqkd", "uld"])
@@ -91,3 +91,23 @@ def test_the_shipped_configs_load():
         config = DistillConfig.load(path, out="x")
         assert config.method == "uld"
     assert DistillConfig.load(ROOT / "configs" / "paper" / "squad.yaml", out="x").teacher_shots == 1
+
+
+def test_kl_distils_an_encoder_decoder_student_sharing_the_teachers_tokenizer(tmp_path):
+    results = run_distillation(DistillConfig(method="kl", student="tiny-mt5", out=str(tmp_path), **TINY),
+                               echo=lambda line: None)
+    assert results["n_train"] == 16 and results["steps"] >= 1
+    distillation = [entry["distillation"] for entry in results["log_history"] if "distillation" in entry]
+    assert distillation and all(value > 0 for value in distillation)
+
+
+def test_kl_across_two_tokenizers_is_refused_clearly(tmp_path):
+    with pytest.raises(ValueError, match="kl method needs one tokenizer shared"):
+        run_distillation(DistillConfig(method="kl", out=str(tmp_path), **TINY), echo=lambda line: None)
+
+
+def test_uld_distils_an_encoder_decoder_student(tmp_path):
+    results = run_distillation(DistillConfig(method="uld", student="tiny-mt5", teacher="tiny-llama",
+                                             out=str(tmp_path), **TINY), echo=lambda line: None)
+    distillation = [entry["distillation"] for entry in results["log_history"] if "distillation" in entry]
+    assert results["n_train"] == 16 and distillation and all(value > 0 for value in distillation)

@@ -275,3 +275,52 @@ def test_alignment_lists_the_pairs_the_reference_compares(seed):
         assert len(sample_pairs) == min(sizes.values())
         for j, (s, t) in enumerate(sample_pairs):
             assert (s, t) == (first["student"] + j, first["teacher"] + j)
+
+
+def reference_token_kl(inputs, options):
+    """Loop reference for TokenKLLoss's distillation term (per-sample mean, then batch mean)."""
+    per_sample = []
+    for b in range(inputs["student_logits"].shape[0]):
+        rows = {}
+        for side in ("student", "teacher"):
+            labels = inputs[f"{side}_labels"][b].tolist()
+            enc_dec = inputs[f"{side}_is_encoder_decoder"]
+            predicted = [t for t, label in enumerate(labels) if label != -100 and (enc_dec or t >= 1)]
+            size = max(0, len(predicted) - (1 if options[f"skip_{side}_eos"] and predicted else 0))
+            first = (predicted[0] if enc_dec else predicted[0] - 1) if predicted else 0
+            rows[side] = inputs[f"{side}_logits"][b, first:first + size] / options[f"{side}_temperature"]
+        n = min(len(rows["student"]), len(rows["teacher"]))
+        if n:
+            kl = torch.nn.functional.kl_div(rows["student"][:n].log_softmax(-1), rows["teacher"][:n].log_softmax(-1),
+                                            log_target=True, reduction="none").sum(-1)
+            per_sample.append(kl.mean())
+    return options["distillation_weight"] * torch.stack(per_sample).mean() if per_sample else torch.zeros(())
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_token_kl_matches_its_loop_reference_and_shares_the_alignment(seed):
+    from uld import TokenKLLoss
+
+    inputs, options = random_case(2000 + seed)
+    vocab = inputs["student_logits"].shape[-1]
+    g = torch.Generator().manual_seed(seed)
+    inputs["teacher_logits"] = torch.randn(*inputs["teacher_logits"].shape[:2], vocab, generator=g, dtype=torch.float64)
+    inputs["teacher_labels"] = inputs["teacher_labels"].clamp(max=vocab - 1).masked_fill(inputs["teacher_labels"] == -100, -100)
+    out = TokenKLLoss(**options)(**inputs)
+    torch.testing.assert_close(out.distillation, reference_token_kl(inputs, options).to(out.distillation.dtype),
+                               rtol=1e-10, atol=1e-12)
+    assert out.crossentropy.item() == pytest.approx(ULDLoss(**options)(**inputs).crossentropy.item(), abs=1e-12)
+    assert out.distillation_error_bound.item() == 0.0
+
+
+def test_token_kl_is_zero_on_identical_distributions_and_refuses_two_vocabularies():
+    from uld import TokenKLLoss
+
+    logits = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([[-100, 3, 4, 1, -100], [-100, -100, 2, 2, 1]])
+    out = TokenKLLoss(crossentropy_weight=0.0)(logits, logits.detach(), labels, labels)
+    assert abs(out.distillation.item()) < 1e-12
+    out.loss.backward()
+    assert logits.grad.abs().max().item() < 1e-12
+    with pytest.raises(ValueError, match="one shared vocabulary"):
+        TokenKLLoss()(torch.zeros(1, 3, 5), torch.zeros(1, 3, 6), labels[:1, :3], labels[:1, :3])

@@ -58,3 +58,13 @@ def test_trained_stand_ins_segment_differently():
         unigram(sentence)["input_ids"]
     )
     assert bpe.pad_token_id == 0 and bpe.eos_token_id == 1
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_training_twice_gives_the_same_ids(kind):
+    texts = [f"{name} was born in {city} in {year}." for name in ("Ada", "Bruno", "Chiara", "Dmitri")
+             for city in ("Lund", "Porto", "Ghent", "Bergen", "Graz") for year in range(1950, 1990, 3)]
+    first, second = (train_tokenizer(texts, kind=kind, vocab_size=150) for _ in range(2))
+    assert first.get_vocab() == second.get_vocab()
+    sentence = "Chiara was born in Ghent in 1962."
+    assert first.decode(first(sentence)["input_ids"]) == sentence

@@ -42,7 +42,7 @@ class DistillConfig:
     """Everything a run depends on; the defaults are the paper's where it has one."""
 
     task: str = "extractive_qa"
-    method: str = "uld"  # raw, sft, seqkd, uld
+    method: str = "uld"  # raw, sft, seqkd, uld, kl
     teacher: str = "default-teacher"
     student: str = "default-student"
     out: str = "runs/distill"
@@ -63,6 +63,7 @@ class DistillConfig:
     weight_decay: float = 0.1
     batch_size: int = 8
     teacher_dtype: str | None = None  # e.g. bfloat16, as the paper ran its teachers
+    logging_steps: int = 10
     seed: int = 0
 
     def __post_init__(self):
@@ -77,7 +78,7 @@ class DistillConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens"):
+        for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens", "logging_steps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -111,11 +112,11 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     from transformers import TrainingArguments, set_seed
 
     from uld.data import TASKS, load_task
-    from uld.loss import ULDLoss
+    from uld.loss import TokenKLLoss, ULDLoss
     from uld.metrics import exact_match, score
     from uld.models import fit_embeddings, load_model, load_tokenizer
     from uld.teacher import generate_teacher_answers
-    from uld.trainer import DistillationTrainer, PairCollator, build_pairs, generate_answers
+    from uld.trainer import NEEDS_TEACHER_ANSWERS, DistillationTrainer, PairCollator, build_pairs, generate_answers
 
     started = time.perf_counter()
     set_seed(config.seed)
@@ -136,7 +137,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
 
     if config.method != "raw":
         teacher = teacher_tokenizer = None
-        if config.method in ("seqkd", "uld"):
+        if config.method in NEEDS_TEACHER_ANSWERS:
             teacher_tokenizer = load_tokenizer(config.teacher)
             teacher = load_model(config.teacher, device=student.device,
                                  dtype=getattr(torch, config.teacher_dtype) if config.teacher_dtype else None)
@@ -152,13 +153,14 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
         args = TrainingArguments(output_dir=str(run / "checkpoints"), num_train_epochs=config.epochs,
                                  per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
                                  weight_decay=config.weight_decay, lr_scheduler_type="linear", **_warmup(0.1),
-                                 logging_steps=10, save_strategy="epoch", save_total_limit=1, report_to=[],
+                                 logging_steps=config.logging_steps, save_strategy="epoch", save_total_limit=1, report_to=[],
                                  remove_unused_columns=False, seed=config.seed, use_cpu=not torch.cuda.is_available())
-        loss_fn = ULDLoss(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
-                          teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
-                          skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k) if config.method == "uld" else None
+        loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(config.method)
+        loss_fn = loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
+                             teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
+                             skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k) if loss_class else None
         trainer = DistillationTrainer(
-            model=student, args=args, train_dataset=pairs, teacher=teacher if config.method == "uld" else None,
+            model=student, args=args, train_dataset=pairs, teacher=teacher if loss_fn is not None else None,
             loss_fn=loss_fn, student_is_encoder_decoder=student_is_encoder_decoder,
             data_collator=PairCollator(student_tokenizer.pad_token_id,
                                        teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None))
@@ -178,7 +180,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
         for i, p, r in zip(evaluation["id"], predictions, references)))
     log_history = report.get("log_history", [])
     results = {"scores": scores, "metric": spec.metric, "method": config.method, "task": config.task,
-               "teacher": config.teacher if config.method in ("seqkd", "uld") else None, "student": config.student,
+               "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else None, "student": config.student,
                "n_train": report.get("kept", 0), "left_out_too_long": report.get("too_long", 0),
                "steps": max((entry.get("step", 0) for entry in log_history), default=0), "n_eval": len(evaluation),
                "seconds": round(time.perf_counter() - started, 1), "config": asdict(config), "log_history": log_history}

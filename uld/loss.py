@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from uld.sorting import sort_descending
 
-__all__ = ["uld_distance", "top_k_uld_distance", "ULDLoss", "ULDOutput"]
+__all__ = ["uld_distance", "top_k_uld_distance", "ULDLoss", "ULDOutput", "TokenKLLoss"]
 
 # Rows sorted at once in the exact mode; bounds the working memory to a few such blocks.
 _CHUNK_ELEMENTS = 1 << 22
@@ -286,6 +286,47 @@ class ULDLoss(nn.Module):
                 f"{targets.max().item()}"
             )
         return targets.long()
+
+
+class TokenKLLoss(ULDLoss):
+    """The shared-vocabulary baseline: cross-entropy plus lambda times token-level
+    ``KL(teacher || student)``, on the very positions `ULDLoss` aligns.
+
+    Only defined when both models share one vocabulary (same size, same token ids); a
+    ``ValueError`` says so otherwise. Temperatures apply to both softmaxes; ``top_k`` is
+    not used. Per sample the mean over aligned positions, then the mean over samples.
+
+    >>> logits = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]])
+    >>> labels = torch.tensor([[-100, 1]])
+    >>> TokenKLLoss(crossentropy_weight=0.0)(logits, logits, labels, labels).distillation
+    tensor(0.)
+    """
+
+    def forward(self, student_logits, teacher_logits, student_labels, teacher_labels,
+                student_is_encoder_decoder=False, teacher_is_encoder_decoder=False) -> ULDOutput:
+        _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
+        if student_logits.shape[-1] != teacher_logits.shape[-1]:
+            raise ValueError(
+                f"token KL needs one shared vocabulary, got {student_logits.shape[-1]} student and "
+                f"{teacher_logits.shape[-1]} teacher logits per position; use ULDLoss across tokenizers"
+            )
+        crossentropy = ULDLoss(distillation_weight=0.0, crossentropy_weight=self.crossentropy_weight,
+                               ignore_index=self.ignore_index)(
+            student_logits, teacher_logits, student_labels, teacher_labels,
+            student_is_encoder_decoder, teacher_is_encoder_decoder).crossentropy
+        aligned = self._aligned(self.predicted_labels(student_labels, student_is_encoder_decoder),
+                                self.predicted_labels(teacher_labels, teacher_is_encoder_decoder))
+        dtype = compute_dtype(student_logits, teacher_logits)
+        student_rows = _flat(student_logits)[_flat_rows(student_logits, aligned.sample, aligned.student_position)]
+        teacher_rows = _flat(teacher_logits)[_flat_rows(teacher_logits, aligned.sample, aligned.teacher_position)]
+        log_p = torch.log_softmax(student_rows.to(dtype) / self.student_temperature, -1)
+        log_q = torch.log_softmax(teacher_rows.to(dtype) / self.teacher_temperature, -1)
+        q = log_q.exp()
+        per_row = (torch.special.xlogy(q, q) - torch.where(q > 0, q * log_p, torch.zeros_like(log_p))).sum(-1)
+        distillation = self.distillation_weight * _mean_per_sample_then_batch(per_row, aligned.sample,
+                                                                              aligned.per_sample)
+        zero = torch.zeros((), dtype=dtype, device=student_logits.device)
+        return ULDOutput(crossentropy + distillation, crossentropy, distillation, zero)
 
 
 def top_k_uld_distance(p: Tensor, q: Tensor, k: int) -> tuple[Tensor, Tensor]:

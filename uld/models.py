@@ -12,7 +12,7 @@ tiny-llama         Llama               real Llama SentencePiece (32,000)        
 tiny-opt           OPT                 real GPT-2 BPE, as OPT uses (50,257)        student
 tiny-pythia        GPT-NeoX (Pythia)   byte-level BPE trained here (1,800)         student
 tiny-bloom         Bloom               byte-level BPE trained here (1,000)         student
-tiny-mt5           mT5 (enc-dec)       Unigram trained here (1,200)                student
+tiny-mt5           mT5 (enc-dec)       default-teacher's Unigram (1,200)           student
 default-teacher    Llama               Unigram trained here (1,200)                teacher
 default-student    GPT-NeoX (Pythia)   byte-level BPE trained here (1,500)         student
 =================  ==================  ==========================================  ==========
@@ -26,8 +26,9 @@ The ``default-*`` pair is the CPU experiments' pair: small vocabularies trained 
 embedded tasks (so a teacher trains on them in minutes on 2 cores), and two tokenizer
 kinds, so the vocabularies really differ. The embedded tasks' templated text supports at
 most about 1,800 BPE and 1,235 Unigram tokens (the Unigram trainer jumps from 587 to
-1,200), hence these sizes; tiny-mt5 and default-teacher share one vocabulary, a pair for
-the token-level KL baseline.
+1,200), hence these sizes. tiny-mt5 reuses the default teacher's tokenizer: one shared
+vocabulary, the pair for the token-level KL baseline. Trained Unigram pieces are numbered
+canonically, so every machine builds the same ids.
 """
 
 from __future__ import annotations
@@ -52,20 +53,20 @@ class ModelUnavailable(RuntimeError):
 class TinyModel:
     name: str
     architecture: str  # llama, gpt_neox, opt, bloom, mt5
-    tokenizer: str  # "real:<name>" or "trained:<bpe|unigram>:<vocab size>"
+    tokenizer: str  # "real:<name>", "trained:<bpe|unigram>:<vocab size>" or "model:<tiny model>"
     role: str
     width: int = 64
     layers: int = 2
 
 
-TINY_MODELS = {m.name: m for m in (
+TINY_MODELS = {m.name: m for m in (  # a model whose tokenizer is another's comes after it
+    TinyModel("default-teacher", "llama", "trained:unigram:1200", "teacher", width=128, layers=4),
+    TinyModel("default-student", "gpt_neox", "trained:bpe:1500", "student"),
     TinyModel("tiny-llama", "llama", "real:llama", "teacher"),
     TinyModel("tiny-opt", "opt", "real:gpt2", "student"),
     TinyModel("tiny-pythia", "gpt_neox", "trained:bpe:1800", "student"),
     TinyModel("tiny-bloom", "bloom", "trained:bpe:1000", "student"),
-    TinyModel("tiny-mt5", "mt5", "trained:unigram:1200", "student"),
-    TinyModel("default-teacher", "llama", "trained:unigram:1200", "teacher", width=128, layers=4),
-    TinyModel("default-student", "gpt_neox", "trained:bpe:1500", "student"),
+    TinyModel("tiny-mt5", "mt5", "model:default-teacher", "student"),
 )}
 HEADS, CONTEXT = 4, 1024
 
@@ -203,6 +204,10 @@ def _tokenizer_for(spec: TinyModel, cache: Path | None):
     source, *rest = spec.tokenizer.split(":")
     if source == "real":
         return load_real_tokenizer(rest[0], cache)
+    if source == "model":  # one shared vocabulary, by construction
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(materialise_tiny_model(rest[0], cache))
     kind, size = rest[0], int(rest[1])
     return train_tokenizer(_embedded_text(), kind=kind, vocab_size=size)
 

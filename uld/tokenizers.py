@@ -167,7 +167,24 @@ def train_tokenizer(texts, kind: str = "bpe", vocab_size: int = 2000):
     else:
         raise ValueError(f"kind must be 'bpe' or 'unigram', got {kind!r}")
     tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    if kind == "unigram":
+        tokenizer = _canonical_unigram(tokenizer, len(specials))
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def _canonical_unigram(tokenizer, specials: int):
+    """The trained Unigram model with its pieces renumbered in text order.
+
+    Two trainings on the same text find the same pieces but number some of them
+    differently (hash order, and scores that differ in their last bits from parallel
+    sums); numbering by the piece's text makes the ids reproducible.
+    """
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    state["model"]["vocab"] = vocab[:specials] + sorted(vocab[specials:], key=lambda piece: piece[0])
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def token_texts(tokenizer, ids) -> list[str]:

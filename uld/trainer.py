@@ -9,6 +9,7 @@ raw      nothing (the student as it is)                       -
 sft      gold answers                                         cross-entropy
 seqkd    the teacher's answers (the paper's lambda = 0)       cross-entropy
 uld      the teacher's answers and its logits                 CE + lambda * ULD
+kl       the same, when both share one tokenizer              CE + lambda * token KL
 =======  ==================================================  =====================
 
 Each training example carries two tokenisations of the same answer: the student's (its
@@ -32,7 +33,9 @@ from uld.prompts import draw_shots, first_line, student_prompt, teacher_prompt
 
 __all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "generate_answers"]
 
-METHODS = ("raw", "sft", "seqkd", "uld")
+METHODS = ("raw", "sft", "seqkd", "uld", "kl")
+NEEDS_TEACHER_ANSWERS = ("seqkd", "uld", "kl")
+NEEDS_TEACHER_LOGITS = ("uld", "kl")
 
 
 def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_tokenizer=None,
@@ -40,16 +43,19 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
                 shots: int = 0, shot_pool=None, seed: int = 0):
     """Tokenise rows for ``method``; returns ``(Dataset, report)``.
 
-    ``sft`` targets the gold answer, ``seqkd`` and ``uld`` the ``teacher_answer`` column;
-    ``uld`` also tokenises the teacher side. Rows that cannot fit on either side are
+    ``sft`` targets the gold answer, the others the ``teacher_answer`` column; ``uld``
+    and ``kl`` also tokenise the teacher side (``kl`` only with one shared tokenizer). Rows that cannot fit on either side are
     counted in the report, never cut mid-answer.
     """
     from datasets import Dataset
 
-    if method not in ("sft", "seqkd", "uld"):
-        raise ValueError(f"method {method!r} does not train; choose from sft, seqkd, uld")
-    if method == "uld" and teacher_tokenizer is None:
-        raise ValueError("the uld method needs the teacher's tokenizer")
+    if method not in ("sft", "seqkd", *NEEDS_TEACHER_LOGITS):
+        raise ValueError(f"method {method!r} does not train; choose from sft, seqkd, {', '.join(NEEDS_TEACHER_LOGITS)}")
+    if method in NEEDS_TEACHER_LOGITS and teacher_tokenizer is None:
+        raise ValueError(f"the {method} method needs the teacher's tokenizer")
+    if method == "kl" and student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise ValueError("the kl method needs one tokenizer shared by teacher and student; these differ "
+                         "(that is what uld is for)")
     pool = list(shot_pool if shot_pool is not None else rows) if shots else []
     examples, report = [], {"kept": 0, "too_long": 0}
     for index, row in enumerate(rows):
@@ -61,14 +67,14 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
         else:
             student = encode_decoder(student_tokenizer, render, row["context"], answer, max_length)
         teacher = None
-        if method == "uld" and student is not None:
+        if method in NEEDS_TEACHER_LOGITS and student is not None:
             chosen = draw_shots(pool, shots, seed=seed * 1_000_003 + index, exclude_id=row["id"])
             render_teacher = (lambda text, row=row: teacher_prompt(teacher_tokenizer, kind, text, row["question"], chosen))
             teacher = encode_decoder(teacher_tokenizer, render_teacher, row["context"], answer, max_length)
             if teacher is not None:  # the teacher's text carries no EOS
                 for key in ("input_ids", "attention_mask", "labels"):
                     teacher[key] = teacher[key][:-1]
-        if student is None or (method == "uld" and teacher is None):
+        if student is None or (method in NEEDS_TEACHER_LOGITS and teacher is None):
             report["too_long"] += 1
             continue
         report["kept"] += 1
