@@ -36,3 +36,13 @@ def test_loss_benchmark_rejects_bad_arguments():
     command = [sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"), "--variants", "nope"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown variants" in done.stderr
+
+
+def test_step_time_benchmark_runs(tmp_path):
+    out = tmp_path / "step_time.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--steps", "3", "--batch", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"sft", "uld"} and rows["sft"]["vs_sft"] == 1.0
+    assert all(row["seconds_per_step"] > 0 and row["steps"] == 2 for row in rows.values())

@@ -81,3 +81,45 @@ def test_a_distillation_weight_without_a_teacher_is_refused(pair, tmp_path):
     with pytest.raises(ValueError, match="needs a teacher"):
         DistillationTrainer(model=load_model("default-student", cache=pair["cache"]), args=args,
                             loss_fn=ULDLoss(distillation_weight=1.5))
+
+
+def train_briefly(pair, method, loss_fn, tmp_path, steps_log):
+    dataset, _ = build_pairs(pair["rows"], kind="extractive_qa", method=method, shots=1, max_length=1024,
+                             student_tokenizer=pair["student_tokenizer"], teacher_tokenizer=pair["teacher_tokenizer"])
+    torch.manual_seed(0)
+    student = load_model("default-student", cache=pair["cache"])
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1,
+                             learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to=[],
+                             remove_unused_columns=False, seed=0, disable_tqdm=True, use_cpu=True)
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=dataset, teacher=pair["teacher"] if loss_fn else None,
+                                  loss_fn=loss_fn, data_collator=PairCollator(pair["student_tokenizer"].pad_token_id,
+                                                                              pair["teacher_tokenizer"].pad_token_id))
+    trainer.train()
+    steps_log.extend(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    return student
+
+
+def test_lambda_zero_reproduces_seqkd(pair, tmp_path):
+    seqkd_losses, zero_losses = [], []
+    seqkd = train_briefly(pair, "seqkd", None, tmp_path / "a", seqkd_losses)
+    zero = train_briefly(pair, "uld", ULDLoss(distillation_weight=0.0, skip_student_eos=True), tmp_path / "b", zero_losses)
+    assert len(seqkd_losses) == 3 and seqkd_losses == pytest.approx(zero_losses, rel=1e-5)
+    for a, b in zip(seqkd.parameters(), zero.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_uld_term_alone_reaches_the_student(pair, tmp_path):
+    dataset, _ = build_pairs(pair["rows"], kind="extractive_qa", method="uld", shots=1, max_length=1024,
+                             student_tokenizer=pair["student_tokenizer"], teacher_tokenizer=pair["teacher_tokenizer"])
+    student = load_model("default-student", cache=pair["cache"])
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, remove_unused_columns=False)
+    trainer = DistillationTrainer(model=student, args=args, teacher=pair["teacher"],
+                                  loss_fn=ULDLoss(distillation_weight=1.5, crossentropy_weight=0.0, skip_student_eos=True))
+    batch = PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id)(
+        [dataset[i] for i in range(4)])
+    loss = trainer.compute_loss(student, batch)
+    loss.backward()
+    assert loss.item() > 0
+    norms = [p.grad.norm().item() for p in student.parameters() if p.grad is not None]
+    assert norms and max(norms) > 0
+    assert all(p.grad is None for p in pair["teacher"].parameters())
