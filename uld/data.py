@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from uld.cache import hub_offline
 from uld.prompts import KINDS
 
 __all__ = ["TASKS", "TaskSpec", "TaskUnavailable", "load_task", "DATA_DIR", "ensure_pad_token", "encode_decoder",
@@ -171,9 +172,8 @@ def _from_hub(spec: TaskSpec, split: str, cache_dir=None):
         raw = datasets.load_dataset(spec.hub_id, config, split=expression,
                                     cache_dir=str(cache_dir) if cache_dir is not None else None)
     except Exception as failure:
-        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
         reason = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the datasets cache" \
-            if offline else f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
+            if hub_offline("HF_DATASETS_OFFLINE") else f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
         raise TaskUnavailable(
             f"{spec.name} needs the Hugging Face hub ({spec.hub_id}): {reason}. "
             f"Pass a local copy instead: load_task({spec.name!r}, {split!r}, source='path/to/copy'), "

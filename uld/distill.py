@@ -13,7 +13,6 @@ that already holds ``metrics.json`` is a finished run and is not overwritten unl
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -111,6 +110,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     import torch
     from transformers import TrainingArguments, set_seed
 
+    from uld.cache import write_atomically
     from uld.data import TASKS, load_task
     from uld.loss import TokenKLLoss, ULDLoss
     from uld.metrics import exact_match, score
@@ -175,7 +175,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     scores = {spec.metric: score(spec.metric, predictions, references)}
     if spec.kind != "summarization":
         scores["em"] = exact_match(predictions, references)
-    _write_atomically(run / "predictions.jsonl", "".join(
+    write_atomically(run / "predictions.jsonl", "".join(
         json.dumps({"id": i, "prediction": p, "references": r}, ensure_ascii=False) + "\n"
         for i, p, r in zip(evaluation["id"], predictions, references)))
     log_history = report.get("log_history", [])
@@ -184,7 +184,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
                "n_train": report.get("kept", 0), "left_out_too_long": report.get("too_long", 0),
                "steps": max((entry.get("step", 0) for entry in log_history), default=0), "n_eval": len(evaluation),
                "seconds": round(time.perf_counter() - started, 1), "config": asdict(config), "log_history": log_history}
-    _write_atomically(run / "metrics.json", json.dumps(results, indent=2))
+    write_atomically(run / "metrics.json", json.dumps(results, indent=2))
     echo(f"{config.method}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
     return results
 
@@ -197,9 +197,3 @@ def _warmup(ratio: float) -> dict:
 
     names = {f.name for f in dataclass_fields(TrainingArguments)}
     return {"warmup_ratio": ratio} if "warmup_ratio" in names else {"warmup_steps": ratio}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    scratch = path.with_name(path.name + ".partial")
-    scratch.write_text(text, encoding="utf-8")
-    os.replace(scratch, path)

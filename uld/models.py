@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from uld.cache import cache_dir
+from uld.cache import cache_dir, hub_offline, replaced_folder
 
 __all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
            "materialise_pretrained", "resolve_model", "materialise_assets", "fit_embeddings"]
@@ -126,10 +125,7 @@ def fit_embeddings(model, tokenizer) -> bool:
 
 
 def _unavailable(name: str, failure: Exception) -> str:
-    import os
-
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    if offline:
+    if hub_offline("TRANSFORMERS_OFFLINE"):
         return (f"{name} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE is set: "
                 f"download it online first, or use a tiny model ({', '.join(TINY_MODELS)})")
     return f"cannot load {name}: {str(failure).splitlines()[0] if str(failure) else type(failure).__name__}"
@@ -153,14 +149,8 @@ def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
     ensure_pad_token(tokenizer)
     torch.manual_seed(0)
     model = _build(spec, tokenizer)
-    scratch = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    (scratch / "uld.json").write_text(json.dumps({"name": name, "architecture": spec.architecture,
-                                                  "tokenizer": spec.tokenizer, "role": spec.role}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    scratch.rename(folder)
+    _save(folder, model, tokenizer, {"name": name, "architecture": spec.architecture, "tokenizer": spec.tokenizer,
+                                     "role": spec.role})
     return folder
 
 
@@ -188,14 +178,16 @@ def materialise_pretrained(name: str, cache: Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
     model = LlamaForCausalLM(quantised.config)  # a GGUF-loaded model refuses save_pretrained
     model.load_state_dict(quantised.state_dict())
-    scratch = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    (scratch / "uld.json").write_text(json.dumps({"name": name, "source": f"{package}/{filename}"}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    scratch.rename(folder)
+    _save(folder, model, tokenizer, {"name": name, "source": f"{package}/{filename}"})
     return folder
+
+
+def _save(folder: Path, model, tokenizer, record: dict) -> None:
+    """Save a model, its tokenizer and the kit's ``uld.json`` record as one folder, whole."""
+    with replaced_folder(folder) as scratch:
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        (scratch / "uld.json").write_text(json.dumps(record, indent=1))
 
 
 def _tokenizer_for(spec: TinyModel, cache: Path | None):

@@ -18,10 +18,11 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from uld.cache import write_atomically
 
 PRESETS = ("ci", "cpu", "gpu")
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -155,9 +156,7 @@ def normalise(notebook, preset: str):
 
 def _write_summary(path: Path, preset: str, results: list[NotebookResult]) -> None:
     summary = {"preset": preset, "notebooks": {r.stem: {k: v for k, v in asdict(r).items() if k != "stem"} for r in results}}
-    scratch = path.with_suffix(".json.partial")
-    scratch.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(scratch, path)
+    write_atomically(path, json.dumps(summary, indent=2) + "\n")
 
 
 def _error_cell(executed: Path) -> str | None:

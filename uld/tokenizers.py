@@ -29,7 +29,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from uld.cache import cache_dir
+from uld.cache import cache_dir, replaced_folder
 
 __all__ = ["REAL_TOKENIZERS", "AssetUnavailable", "load_real_tokenizer", "train_tokenizer", "token_surfaces",
            "token_texts"]
@@ -86,16 +86,12 @@ def load_real_tokenizer(name: str, cache: Path | None = None):
 def _materialise(spec: RealTokenizer, folder: Path) -> None:
     """Build the tokenizer folder in a scratch folder, then move it into place."""
     source = _package_folder(spec)
-    scratch = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    for inside, target in spec.files:
-        shutil.copyfile(source / inside, scratch / target)
-    tokenizer = _BUILDERS[spec.name](scratch)
-    tokenizer.save_pretrained(scratch)
-    (scratch / "SOURCE.json").write_text(json.dumps({"package": spec.package, "files": spec.files}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    scratch.rename(folder)
+    with replaced_folder(folder) as scratch:
+        for inside, target in spec.files:
+            shutil.copyfile(source / inside, scratch / target)
+        tokenizer = _BUILDERS[spec.name](scratch)
+        tokenizer.save_pretrained(scratch)
+        (scratch / "SOURCE.json").write_text(json.dumps({"package": spec.package, "files": spec.files}, indent=1))
 
 
 def _package_folder(spec: RealTokenizer) -> Path:
