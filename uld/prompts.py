@@ -12,7 +12,8 @@ kept; the student is trained and evaluated zero-shot on a plain prompt.
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "INSTRUCTIONS", "student_prompt", "teacher_prompt", "teacher_messages", "first_line", "draw_shots"]
+__all__ = ["KINDS", "INSTRUCTIONS", "student_prompt", "teacher_prompt", "teacher_messages", "first_line", "draw_shots",
+           "shots_for_row"]
 
 KINDS = ("extractive_qa", "generative_qa", "summarization")
 INSTRUCTIONS = {
@@ -91,3 +92,12 @@ def draw_shots(train_rows, count: int, seed: int = 0, exclude_id: str | None = N
     if count > len(pool):
         raise ValueError(f"asked for {count} shots from {len(pool)} training rows")
     return random.Random(seed).sample(pool, count)
+
+
+def shots_for_row(pool, count: int, seed: int, index: int, row_id: str) -> list[dict]:
+    """The shots of row ``index`` in a run seeded with ``seed``.
+
+    The teacher's prompt when it answers a question and its prompt when its logits are
+    read during training must be the same, so both draw their shots here.
+    """
+    return draw_shots(pool, count, seed=seed * 1_000_003 + index, exclude_id=row_id)

@@ -17,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from uld.prompts import draw_shots, first_line, teacher_prompt
+from uld.generation import greedy_first_lines
+from uld.prompts import shots_for_row, teacher_prompt
 
 __all__ = ["generate_teacher_answers", "load_teacher_answers", "ANSWERS_FILE"]
 
@@ -36,7 +37,6 @@ def generate_teacher_answers(model, tokenizer, dataset, *, kind: str, run_dir, s
         shots, shot_pool: few-shot examples per prompt, drawn from ``shot_pool`` (default:
             ``dataset`` itself) with a per-row seed, never the row being answered.
     """
-    import torch
     from tqdm.auto import tqdm
 
     path = Path(run_dir) / ANSWERS_FILE
@@ -44,37 +44,21 @@ def generate_teacher_answers(model, tokenizer, dataset, *, kind: str, run_dir, s
     done = _finished(path)
     pool = list(shot_pool if shot_pool is not None else dataset) if shots else []
     todo = [(index, row) for index, row in enumerate(dataset) if row["id"] not in done]
-    was_training, padding_side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # so every prompt ends where generation starts
-    try:
-        with open(path, "a", encoding="utf-8") as journal, torch.no_grad():
-            bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="teacher answers", disable=not progress)
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                prompts = [teacher_prompt(tokenizer, kind, row["context"], row["question"],
-                                          draw_shots(pool, shots, seed=seed * 1_000_003 + index, exclude_id=row["id"]))
-                           for index, row in batch]
-                for (_, row), answer in zip(batch, _generate(model, tokenizer, prompts, max_new_tokens)):
-                    journal.write(json.dumps({"id": row["id"], "teacher_answer": answer}, ensure_ascii=False) + "\n")
-                journal.flush()
-                os.fsync(journal.fileno())
-                bar.update(len(batch))
-            bar.close()
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
+    with open(path, "a", encoding="utf-8") as journal:
+        bar = tqdm(total=len(dataset), initial=len(dataset) - len(todo), desc="teacher answers", disable=not progress)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            prompts = [teacher_prompt(tokenizer, kind, row["context"], row["question"],
+                                      shots_for_row(pool, shots, seed, index, row["id"])) for index, row in batch]
+            answers = greedy_first_lines(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                         add_special_tokens=not tokenizer.chat_template)
+            for (_, row), answer in zip(batch, answers):
+                journal.write(json.dumps({"id": row["id"], "teacher_answer": answer}, ensure_ascii=False) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+            bar.update(len(batch))
+        bar.close()
     return load_teacher_answers(run_dir, dataset)
-
-
-def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not tokenizer.chat_template)
-    encoded = {key: value.to(model.device) for key, value in encoded.items()}
-    output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    if not model.config.is_encoder_decoder:
-        output = output[:, encoded["input_ids"].shape[1]:]
-    return [first_line(text) for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
 
 
 def _finished(path: Path) -> dict[str, str]:

@@ -29,7 +29,8 @@ from transformers import Trainer
 
 from uld.data import collate, encode_decoder, encode_encoder_decoder
 from uld.loss import ULDLoss
-from uld.prompts import draw_shots, first_line, student_prompt, teacher_prompt
+from uld.generation import greedy_first_lines
+from uld.prompts import shots_for_row, student_prompt, teacher_prompt
 
 __all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "generate_answers"]
 
@@ -68,7 +69,7 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
             student = encode_decoder(student_tokenizer, render, row["context"], answer, max_length)
         teacher = None
         if method in NEEDS_TEACHER_LOGITS and student is not None:
-            chosen = draw_shots(pool, shots, seed=seed * 1_000_003 + index, exclude_id=row["id"])
+            chosen = shots_for_row(pool, shots, seed, index, row["id"])
             render_teacher = (lambda text, row=row: teacher_prompt(teacher_tokenizer, kind, text, row["question"], chosen))
             teacher = encode_decoder(teacher_tokenizer, render_teacher, row["context"], answer, max_length)
             if teacher is not None:  # the teacher's text carries no EOS
@@ -157,24 +158,9 @@ class DistillationTrainer(Trainer):
 def generate_answers(model, tokenizer, rows, *, kind: str, batch_size: int = 16, max_new_tokens: int = 150,
                      max_length: int = 512) -> list[str]:
     """The student's greedy answers to its zero-shot plain prompts, first line kept."""
-    is_encoder_decoder = model.config.is_encoder_decoder
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"
     answers = []
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows.select(range(start, min(start + batch_size, len(rows))))
-            prompts = [student_prompt(kind, r["context"], r["question"]) for r in chunk]
-            encoded = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-            encoded = {k: v.to(model.device) for k, v in encoded.items()}
-            with torch.no_grad():
-                output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            if not is_encoder_decoder:
-                output = output[:, encoded["input_ids"].shape[1]:]
-            answers += [first_line(t) for t in tokenizer.batch_decode(output, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+        prompts = [student_prompt(kind, r["context"], r["question"]) for r in chunk]
+        answers += greedy_first_lines(model, tokenizer, prompts, max_new_tokens=max_new_tokens, max_length=max_length)
     return answers
