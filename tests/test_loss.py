@@ -324,3 +324,20 @@ def test_token_kl_is_zero_on_identical_distributions_and_refuses_two_vocabularie
     assert logits.grad.abs().max().item() < 1e-12
     with pytest.raises(ValueError, match="one shared vocabulary"):
         TokenKLLoss()(torch.zeros(1, 3, 5), torch.zeros(1, 3, 6), labels[:1, :3], labels[:1, :3])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_zero_distillation_weight_matches_the_reference_too(seed):
+    inputs, options = random_case(3000 + seed)
+    options["distillation_weight"] = 0.0
+    ours_in, ref_in = with_grad(inputs), with_grad(inputs)
+    out = ULDLoss(**options)(**ours_in)
+    expected = reference_loss(**ref_in, **options)
+    assert out.distillation.item() == 0.0 and out.distillation_error_bound.item() == 0.0
+    out.loss.backward()
+    if torch.isnan(expected[1]):  # no label at all: the reference's mean is 0/0, ours is a zero loss
+        assert out.loss.item() == 0.0 and not ours_in["student_logits"].grad.any()
+        return
+    expected[0].backward()
+    torch.testing.assert_close(out.loss, expected[0].detach().to(out.loss.dtype), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours_in["student_logits"].grad, ref_in["student_logits"].grad, rtol=1e-10, atol=1e-12)

@@ -202,6 +202,9 @@ class ULDLoss(nn.Module):
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
         teacher_labels = self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)
         aligned = self._aligned(student_labels, teacher_labels)
+        if self.distillation_weight == 0:  # the term is zero: compare no rows (no sorts)
+            empty = aligned.sample[:0]
+            aligned = _Alignment(empty, empty, empty, torch.zeros_like(aligned.per_sample))
         answer = student_labels != self.ignore_index
         ce_sample, ce_position = answer.nonzero(as_tuple=True)
         plan = _RowPlan(
