@@ -9,20 +9,7 @@ from transformers import TrainingArguments
 from uld import ULDLoss
 from uld.data import load_task
 from uld.models import load_model, load_tokenizer
-from uld.teacher import generate_teacher_answers
 from uld.trainer import DistillationTrainer, PairCollator, build_pairs, generate_answers
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("pair-cache")
-    teacher, teacher_tokenizer = load_model("default-teacher", cache=cache), load_tokenizer("default-teacher", cache)
-    student_tokenizer = load_tokenizer("default-student", cache)
-    rows = load_task("extractive_qa", "train", limit=24)
-    answered = generate_teacher_answers(teacher, teacher_tokenizer, rows, kind="extractive_qa", shots=1,
-                                        run_dir=tmp_path_factory.mktemp("run"), max_new_tokens=8, progress=False)
-    return dict(cache=cache, teacher=teacher, teacher_tokenizer=teacher_tokenizer,
-                student_tokenizer=student_tokenizer, rows=answered)
 
 
 def test_pairs_hold_each_side_in_its_own_tokens(pair):

@@ -51,6 +51,9 @@ class DistillConfig:
     skip_student_eos: bool = True
     skip_teacher_eos: bool = False
     top_k: int | None = None
+    teacher_cache: bool = False  # uld: train from the teacher's cached sorted answers, teacher unloaded
+    teacher_cache_top_k: int = 256
+    teacher_outputs: str | None = None  # folder for teacher answers and cache, shareable by runs; default: out
     teacher_shots: int = 2
     max_new_tokens: int = 150
     max_length: int = 1024
@@ -63,6 +66,7 @@ class DistillConfig:
     batch_size: int = 8
     teacher_dtype: str | None = None  # e.g. bfloat16, as the paper ran its teachers
     logging_steps: int = 10
+    eval_steps: int | None = None  # score the validation split every this many steps (learning curve)
     seed: int = 0
 
     def __post_init__(self):
@@ -77,8 +81,11 @@ class DistillConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens", "logging_steps"):
-            if not getattr(self, name) > 0:
+        if self.teacher_cache and self.method != "uld":
+            raise ValueError(f"teacher_cache applies to the uld method only, not {self.method!r}")
+        for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens", "logging_steps",
+                     "teacher_cache_top_k", "eval_steps"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @classmethod
@@ -115,8 +122,9 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     from uld.loss import TokenKLLoss, ULDLoss
     from uld.metrics import exact_match, score
     from uld.models import fit_embeddings, load_model, load_tokenizer
-    from uld.teacher import generate_teacher_answers
-    from uld.trainer import NEEDS_TEACHER_ANSWERS, DistillationTrainer, PairCollator, build_pairs, generate_answers
+    from uld.teacher_cache import build_teacher_cache
+    from uld.trainer import (NEEDS_TEACHER_ANSWERS, DistillationTrainer, HeldOutScore, PairCollator, build_pairs,
+                             generate_answers)
 
     started = time.perf_counter()
     set_seed(config.seed)
@@ -136,34 +144,51 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     report = {}
 
     if config.method != "raw":
-        teacher = teacher_tokenizer = None
+        teacher_dir = Path(config.teacher_outputs) if config.teacher_outputs else run
+        teacher = _LazyTeacher(config, student.device)
+        teacher_tokenizer = load_tokenizer(config.teacher) if config.method in NEEDS_TEACHER_ANSWERS else None
         if config.method in NEEDS_TEACHER_ANSWERS:
-            teacher_tokenizer = load_tokenizer(config.teacher)
-            teacher = load_model(config.teacher, device=student.device,
-                                 dtype=getattr(torch, config.teacher_dtype) if config.teacher_dtype else None)
-            fit_embeddings(teacher, teacher_tokenizer)
-            echo(f"teacher answers for {len(train)} training questions")
-            train = generate_teacher_answers(teacher, teacher_tokenizer, train, kind=spec.kind, run_dir=run,
-                                             shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
-                                             seed=config.seed, progress=True)
+            train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo)
         pairs, report = build_pairs(train, kind=spec.kind, method=config.method, student_tokenizer=student_tokenizer,
                                     teacher_tokenizer=teacher_tokenizer, student_is_encoder_decoder=student_is_encoder_decoder,
                                     max_length=config.max_length, shots=config.teacher_shots, seed=config.seed)
         echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
+        cache = None
+        if config.teacher_cache:
+            cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache", top_k=config.teacher_cache_top_k,
+                                        temperature=config.teacher_temperature,
+                                        pad_token_id=teacher_tokenizer.pad_token_id, progress=True)
+            report["teacher_cache_bytes_per_token"] = cache.bytes_per_token
+            teacher.release()
+        evaluating = config.eval_steps is not None
         args = TrainingArguments(output_dir=str(run / "checkpoints"), num_train_epochs=config.epochs,
-                                 per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                 weight_decay=config.weight_decay, lr_scheduler_type="linear", **_warmup(0.1),
-                                 logging_steps=config.logging_steps, save_strategy="epoch", save_total_limit=1, report_to=[],
-                                 remove_unused_columns=False, seed=config.seed, use_cpu=not torch.cuda.is_available())
+                                 per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                                 lr_scheduler_type="linear", **_warmup(0.1), logging_steps=config.logging_steps,
+                                 save_strategy="epoch", save_total_limit=1, report_to=[], remove_unused_columns=False,
+                                 seed=config.seed, use_cpu=not torch.cuda.is_available(),
+                                 **({"eval_strategy": "steps", "eval_steps": config.eval_steps} if evaluating else {}))
         loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(config.method)
         loss_fn = loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
                              teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
                              skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k) if loss_class else None
+        held_out = monitored = None
+        if evaluating:  # on the validation split where the task has one: the eval split stays unseen
+            has_validation = spec.embedded or "validation" in spec.hub_splits
+            monitored = load_task(config.task, "validation" if has_validation else "eval", limit=config.eval_limit)
+            held_out, _ = build_pairs(monitored, kind=spec.kind,
+                                      method="sft", student_tokenizer=student_tokenizer,
+                                      student_is_encoder_decoder=student_is_encoder_decoder, max_length=config.max_length)
         trainer = DistillationTrainer(
-            model=student, args=args, train_dataset=pairs, teacher=teacher if loss_fn is not None else None,
+            model=student, args=args, train_dataset=pairs, eval_dataset=held_out,
+            teacher=teacher.get() if loss_fn is not None and cache is None else None,
             loss_fn=loss_fn, student_is_encoder_decoder=student_is_encoder_decoder,
+            held_out_score=HeldOutScore(monitored, spec.kind, spec.metric, student_tokenizer, config.max_new_tokens,
+                                        config.max_length) if evaluating else None,
             data_collator=PairCollator(student_tokenizer.pad_token_id,
-                                       teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None))
+                                       teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None,
+                                       teacher_cache=cache))
+        teacher.release()  # the trainer holds it where it needs it
         resume = any((run / "checkpoints").glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=True if resume else None)
         report["log_history"] = trainer.state.log_history
@@ -181,12 +206,48 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     log_history = report.get("log_history", [])
     results = {"scores": scores, "metric": spec.metric, "method": config.method, "task": config.task,
                "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else None, "student": config.student,
-               "n_train": report.get("kept", 0), "left_out_too_long": report.get("too_long", 0),
+               "n_train": report.get("kept", 0),
+               "teacher_cache_bytes_per_token": report.get("teacher_cache_bytes_per_token"), "left_out_too_long": report.get("too_long", 0),
                "steps": max((entry.get("step", 0) for entry in log_history), default=0), "n_eval": len(evaluation),
                "seconds": round(time.perf_counter() - started, 1), "config": asdict(config), "log_history": log_history}
     write_atomically(run / "metrics.json", json.dumps(results, indent=2))
     echo(f"{config.method}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
     return results
+
+
+class _LazyTeacher:
+    """The teacher model, loaded on first use only (a run with finished teacher answers
+    and cache never loads it) and released once the trainer no longer needs our copy."""
+
+    def __init__(self, config: DistillConfig, device):
+        self.config, self.device, self.model = config, device, None
+
+    def get(self):
+        if self.model is None:
+            import torch
+
+            from uld.models import fit_embeddings, load_model, load_tokenizer
+
+            dtype = getattr(torch, self.config.teacher_dtype) if self.config.teacher_dtype else None
+            self.model = load_model(self.config.teacher, device=self.device, dtype=dtype)
+            fit_embeddings(self.model, load_tokenizer(self.config.teacher))
+        return self.model
+
+    def release(self) -> None:
+        self.model = None
+
+
+def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: DistillConfig, spec, folder: Path, echo):
+    """``train`` with its ``teacher_answer`` column, generating (resumably) what is missing."""
+    from uld.teacher import generate_teacher_answers, load_teacher_answers
+
+    try:
+        return load_teacher_answers(folder, train)
+    except ValueError:
+        echo(f"teacher answers for {len(train)} training questions")
+        return generate_teacher_answers(teacher.get(), tokenizer, train, kind=spec.kind, run_dir=folder,
+                                        shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
+                                        seed=config.seed, progress=True)
 
 
 def _warmup(ratio: float) -> dict:

@@ -24,12 +24,15 @@ tensor(0.4000)
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from uld.sorting import sort_descending
+
+if TYPE_CHECKING:
+    from uld.teacher_cache import SortedTeacher
 
 __all__ = ["uld_distance", "top_k_uld_distance", "ULDLoss", "ULDOutput", "TokenKLLoss"]
 
@@ -201,23 +204,75 @@ class ULDLoss(nn.Module):
         _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
         teacher_labels = self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)
-        aligned = self._aligned(student_labels, teacher_labels)
+        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
+        return self._loss(student_logits, student_labels, teacher_logits, teacher, teacher_tail=None, top_k=self.top_k)
+
+    def from_sorted_teacher(
+        self, student_logits: Tensor, student_labels: Tensor, teacher: "SortedTeacher",
+        student_is_encoder_decoder: bool = False,
+    ) -> ULDOutput:
+        """The loss against a teacher given only by its sorted probabilities (`uld.teacher_cache`).
+
+        ``teacher.head [N, k]`` holds, for every teacher answer position in order (EOS
+        included, ``teacher.sizes [B]`` of them per sample), its ``k`` largest
+        probabilities sorted in decreasing order (teacher temperature already applied),
+        and ``teacher.tail [N]`` the rest of its mass. The comparison is the top-k one
+        with ``k = min(top_k, teacher k)``: exact when the head holds the whole teacher
+        vocabulary; otherwise within the bound this loss reports, which also covers the
+        head's storage rounding (``teacher.rounding [N]``). No gradient reaches the teacher.
+
+        >>> from uld.teacher_cache import SortedTeacher
+        >>> teacher = SortedTeacher(torch.tensor([[0.5, 0.5], [1.0, 0.0]]), torch.zeros(2), torch.tensor([2]))
+        >>> student, labels = torch.zeros(1, 3, 4), torch.tensor([[-100, 1, 2]])
+        >>> out = ULDLoss(crossentropy_weight=0).from_sorted_teacher(student, labels, teacher)
+        >>> out.distillation, out.distillation_error_bound     # (1.0 + 1.5) / 2, exact: Q = 0
+        (tensor(1.2500), tensor(0.))
+        """
+        if not isinstance(student_logits, Tensor) or student_logits.dim() != 3 or not student_logits.is_floating_point():
+            raise ValueError(f"student_logits must be a float tensor [batch, time, vocab], got {_describe(student_logits)}")
+        teacher.check(student_logits.shape[0])
+        student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
+        sizes = teacher.sizes.to(device=student_logits.device, dtype=torch.long)
+        spans = AnswerSpans(torch.cumsum(sizes, 0) - sizes, (sizes - int(self.skip_teacher_eos)).clamp_min(0))
+        width = teacher.head.shape[-1]
+        result = self._loss(student_logits, student_labels, teacher.head.to(student_logits.device), spans,
+                            teacher_tail=teacher.tail.to(student_logits.device),
+                            top_k=min(self.top_k or width, width))
+        if teacher.rounding is None or self.distillation_weight == 0:
+            return result
+        aligned = self._aligned(self.answer_spans(student_labels, self.skip_student_eos), spans)
+        rounding = teacher.rounding.to(student_logits.device)[aligned.teacher_position].to(result.distillation.dtype)
+        extra = abs(self.distillation_weight) * _mean_per_sample_then_batch(rounding, aligned.sample, aligned.per_sample)
+        return result._replace(distillation_error_bound=result.distillation_error_bound + extra)
+
+    def _loss(self, student_logits: Tensor, student_labels: Tensor, teacher_source: Tensor, teacher: AnswerSpans,
+              teacher_tail: Tensor | None, top_k: int | None) -> ULDOutput:
+        """The loss from shifted student labels and the teacher's answer spans.
+
+        ``teacher_source`` is the teacher's logits ``[B, Tt, Vt]`` (``teacher_tail=None``)
+        or its sorted heads ``[N, k]`` with their tail masses ``[N]``; ``teacher`` gives
+        each sample's answer start and size in it (rows of the flattened source).
+        """
+        aligned = self._aligned(self.answer_spans(student_labels, self.skip_student_eos), teacher)
         if self.distillation_weight == 0:  # the term is zero: compare no rows (no sorts)
             empty = aligned.sample[:0]
             aligned = _Alignment(empty, empty, empty, torch.zeros_like(aligned.per_sample))
         answer = student_labels != self.ignore_index
         ce_sample, ce_position = answer.nonzero(as_tuple=True)
+        teacher_rows = (aligned.teacher_position if teacher_tail is not None
+                        else _flat_rows(teacher_source, aligned.sample, aligned.teacher_position))
         plan = _RowPlan(
             student_rows=_flat_rows(student_logits, aligned.sample, aligned.student_position),
-            teacher_rows=_flat_rows(teacher_logits, aligned.sample, aligned.teacher_position),
+            teacher_rows=teacher_rows,
             crossentropy_rows=_flat_rows(student_logits, ce_sample, ce_position),
             crossentropy_targets=self._checked_targets(student_labels[answer], student_logits.shape[-1]),
             student_temperature=self.student_temperature,
             teacher_temperature=self.teacher_temperature,
-            top_k=self.top_k,
+            top_k=top_k,
+            teacher_tail=teacher_tail,
         )
         sample, per_sample = aligned.sample, aligned.per_sample
-        crossentropy, distances, bounds = _ULDRows.apply(student_logits, teacher_logits, plan)
+        crossentropy, distances, bounds = _ULDRows.apply(student_logits, teacher_source, plan)
         crossentropy = self.crossentropy_weight * crossentropy
         distillation = self.distillation_weight * _mean_per_sample_then_batch(distances, sample, per_sample)
         bound = abs(self.distillation_weight) * _mean_per_sample_then_batch(bounds, sample, per_sample)
@@ -239,18 +294,17 @@ class ULDLoss(nn.Module):
         [[(1, 0), (2, 1)]]
         """
         aligned = self._aligned(
-            self.predicted_labels(student_labels, student_is_encoder_decoder),
-            self.predicted_labels(teacher_labels, teacher_is_encoder_decoder),
+            self.answer_spans(self.predicted_labels(student_labels, student_is_encoder_decoder), self.skip_student_eos),
+            self.answer_spans(self.predicted_labels(teacher_labels, teacher_is_encoder_decoder), self.skip_teacher_eos),
         )
         pairs: list[list[tuple[int, int]]] = [[] for _ in range(student_labels.shape[0])]
         for b, s, t in zip(aligned.sample.tolist(), aligned.student_position.tolist(), aligned.teacher_position.tolist()):
             pairs[b].append((s, t))
         return pairs
 
-    def _aligned(self, student_labels: Tensor, teacher_labels: Tensor) -> _Alignment:
-        """Aligned logit positions of already shifted labels, one entry per compared pair."""
-        student = self.answer_spans(student_labels, self.skip_student_eos)
-        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
+    @staticmethod
+    def _aligned(student: AnswerSpans, teacher: AnswerSpans) -> _Alignment:
+        """Aligned positions of two sides' answer spans, one entry per compared pair."""
         per_sample = torch.minimum(student.size, teacher.size)
         sample, offset = _aligned_positions(per_sample)
         return _Alignment(sample, student.start[sample] + offset, teacher.start[sample] + offset, per_sample)
@@ -317,8 +371,9 @@ class TokenKLLoss(ULDLoss):
                                ignore_index=self.ignore_index)(
             student_logits, teacher_logits, student_labels, teacher_labels,
             student_is_encoder_decoder, teacher_is_encoder_decoder).crossentropy
-        aligned = self._aligned(self.predicted_labels(student_labels, student_is_encoder_decoder),
-                                self.predicted_labels(teacher_labels, teacher_is_encoder_decoder))
+        aligned = self._aligned(
+            self.answer_spans(self.predicted_labels(student_labels, student_is_encoder_decoder), self.skip_student_eos),
+            self.answer_spans(self.predicted_labels(teacher_labels, teacher_is_encoder_decoder), self.skip_teacher_eos))
         dtype = compute_dtype(student_logits, teacher_logits)
         student_rows = _flat(student_logits)[_flat_rows(student_logits, aligned.sample, aligned.student_position)]
         teacher_rows = _flat(teacher_logits)[_flat_rows(teacher_logits, aligned.sample, aligned.teacher_position)]
@@ -381,6 +436,7 @@ class _RowPlan(NamedTuple):
     student_temperature: float
     teacher_temperature: float
     top_k: int | None
+    teacher_tail: Tensor | None = None  # [rows of the teacher source]: it holds sorted heads, not logits
 
 
 class _ULDRows(torch.autograd.Function):
@@ -410,9 +466,12 @@ class _ULDRows(torch.autograd.Function):
         teacher_signs = _sign_buffer(rows, teacher) if needs_teacher else None
         for block in _blocks(rows, max(student.shape[-1], teacher.shape[-1])):
             p = _softmax_rows("student", student, plan.student_rows[block], plan.student_temperature, dtype)
-            q = _softmax_rows("teacher", teacher, plan.teacher_rows[block], plan.teacher_temperature, dtype)
+            if plan.teacher_tail is None:
+                q, q_tail = _softmax_rows("teacher", teacher, plan.teacher_rows[block], plan.teacher_temperature, dtype), None
+            else:
+                q, q_tail = teacher[plan.teacher_rows[block]].to(dtype), plan.teacher_tail[plan.teacher_rows[block]].to(dtype)
             distances[block], bounds[block], p_signs, q_signs = _compare(
-                p, q, plan.top_k, needs_student, needs_teacher
+                p, q, plan.top_k, needs_student, needs_teacher, q_tail
             )
             if needs_student:
                 student_signs[block] = p_signs
@@ -445,8 +504,13 @@ class _ULDRows(torch.autograd.Function):
         return student_grad, teacher_grad, None
 
 
-def _compare(p: Tensor, q: Tensor, top_k: int | None, needs_p_signs: bool, needs_q_signs: bool):
-    """Distances, bounds and (int8, original token order) gradient signs for a block of rows."""
+def _compare(p: Tensor, q: Tensor, top_k: int | None, needs_p_signs: bool, needs_q_signs: bool,
+             q_sorted_tail: Tensor | None = None):
+    """Distances, bounds and (int8, original token order) gradient signs for a block of rows.
+
+    With ``q_sorted_tail`` given, ``q`` is already a sorted head with that tail mass
+    beyond it (a cached teacher; it gets no signs).
+    """
     if top_k is None:
         p_sorted, p_order = sort_descending(p, with_order=needs_p_signs)
         q_sorted, q_order = sort_descending(q, with_order=needs_q_signs)
@@ -455,7 +519,10 @@ def _compare(p: Tensor, q: Tensor, top_k: int | None, needs_p_signs: bool, needs
         p_tail_sign = q_tail_sign = None
     else:
         p_sorted, p_tail, p_order = _top_k_and_tail_mass(p, top_k)
-        q_sorted, q_tail, q_order = _top_k_and_tail_mass(q, top_k)
+        if q_sorted_tail is None:
+            q_sorted, q_tail, q_order = _top_k_and_tail_mass(q, top_k)
+        else:
+            q_sorted, q_tail = q[:, :top_k], q_sorted_tail + q[:, top_k:].sum(-1)
         head, p_sign, q_sign = _sorted_l1_with_signs(p_sorted, q_sorted)
         distances = head + (p_tail - q_tail).abs()
         bounds = 2 * torch.minimum(p_tail, q_tail)

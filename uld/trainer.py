@@ -31,8 +31,9 @@ from uld.data import collate, encode_decoder, encode_encoder_decoder
 from uld.loss import ULDLoss
 from uld.generation import greedy_first_lines
 from uld.prompts import shots_for_row, student_prompt, teacher_prompt
+from uld.teacher_cache import SortedTeacher, TeacherCache
 
-__all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "generate_answers"]
+__all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore", "generate_answers"]
 
 METHODS = ("raw", "sft", "seqkd", "uld", "kl")
 NEEDS_TEACHER_ANSWERS = ("seqkd", "uld", "kl")
@@ -79,7 +80,7 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
             report["too_long"] += 1
             continue
         report["kept"] += 1
-        example = {f"student_{k}": v for k, v in student.items() if k != "truncated"}
+        example = {"example": len(examples), **{f"student_{k}": v for k, v in student.items() if k != "truncated"}}
         if teacher is not None:
             example.update({f"teacher_{k}": v for k, v in teacher.items() if k != "truncated"})
         examples.append(example)
@@ -89,15 +90,25 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
 @dataclass
 class PairCollator:
     """Pads the student side (as ``input_ids``, ``attention_mask``, ``labels``) and the
-    teacher side (as ``teacher_*``), each with its own pad token."""
+    teacher side (as ``teacher_*``), each with its own pad token.
+
+    With a ``teacher_cache`` (`uld.teacher_cache.TeacherCache` built from the same pairs)
+    the teacher side is the cached sorted answers instead: ``teacher_head``,
+    ``teacher_tail``, ``teacher_sizes`` and ``teacher_rounding``, looked up by each
+    pair's ``example`` number.
+    """
 
     student_pad_token_id: int
     teacher_pad_token_id: int | None = None
+    teacher_cache: "TeacherCache | None" = None
 
     def __call__(self, features: list[dict]) -> dict:
         batch = collate([{k[8:]: v for k, v in f.items() if k.startswith("student_")} for f in features],
                         self.student_pad_token_id)
-        if "teacher_input_ids" in features[0]:
+        if self.teacher_cache is not None:
+            cached = self.teacher_cache.rows([f["example"] for f in features])
+            batch.update({f"teacher_{k}": v for k, v in cached._asdict().items()})
+        elif "teacher_input_ids" in features[0]:
             teacher = collate([{k[8:]: v for k, v in f.items() if k.startswith("teacher_")} for f in features],
                               self.teacher_pad_token_id)
             batch.update({f"teacher_{k}": v for k, v in teacher.items()})
@@ -112,10 +123,15 @@ class DistillationTrainer(Trainer):
     """
 
     def __init__(self, *args, teacher=None, loss_fn: ULDLoss | None = None, student_is_encoder_decoder=False,
-                 teacher_is_encoder_decoder=False, **kwargs):
+                 teacher_is_encoder_decoder=False, held_out_score: "HeldOutScore | None" = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if teacher is None and loss_fn is not None and loss_fn.distillation_weight != 0:
-            raise ValueError("a distillation loss needs a teacher: pass teacher=, or use method sft/seqkd")
+        self.held_out_score = held_out_score
+        cached = getattr(self.data_collator, "teacher_cache", None) is not None
+        if teacher is None and not cached and loss_fn is not None and loss_fn.distillation_weight != 0:
+            raise ValueError("a distillation loss needs a teacher: pass teacher=, a PairCollator with a "
+                             "teacher_cache, or use method sft/seqkd")
+        if cached and teacher is not None:
+            raise ValueError("pass either a teacher or a collator with a teacher_cache, not both")
         self.teacher = teacher
         if teacher is not None:
             teacher.eval()
@@ -127,8 +143,9 @@ class DistillationTrainer(Trainer):
         self._components: dict[str, list[float]] = {"crossentropy": [], "distillation": []}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs.pop("example", None)
         teacher_inputs = {k[8:]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
-        if self.teacher is None:  # sft, seqkd: the model's own token-mean cross-entropy
+        if not teacher_inputs:  # sft, seqkd, held-out gold answers: the model's own cross-entropy
             outputs = model(**inputs)
             self._components["crossentropy"].append(outputs.loss.item())
             return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -137,15 +154,30 @@ class DistillationTrainer(Trainer):
         student_is_encoder_decoder = self.encoder_decoder[0]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         **({"labels": inputs["labels"]} if student_is_encoder_decoder else {}))
-        device = next(self.teacher.parameters()).device
-        with torch.no_grad():
-            teacher_logits = self.teacher(input_ids=teacher_inputs["input_ids"].to(device),
-                                          attention_mask=teacher_inputs["attention_mask"].to(device)).logits
-        result = self.loss_fn(outputs.logits, teacher_logits.to(outputs.logits.device), inputs["labels"],
-                              teacher_inputs["labels"].to(outputs.logits.device), *self.encoder_decoder)
+        if "head" in teacher_inputs:
+            result = self.loss_fn.from_sorted_teacher(outputs.logits, inputs["labels"], SortedTeacher(**teacher_inputs),
+                                                      student_is_encoder_decoder)
+        else:
+            device = next(self.teacher.parameters()).device
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_ids=teacher_inputs["input_ids"].to(device),
+                                              attention_mask=teacher_inputs["attention_mask"].to(device)).logits
+            result = self.loss_fn(outputs.logits, teacher_logits.to(outputs.logits.device), inputs["labels"],
+                                  teacher_inputs["labels"].to(outputs.logits.device), *self.encoder_decoder)
         self._components["crossentropy"].append(result.crossentropy.item())
         self._components["distillation"].append(result.distillation.item())
         return (result.loss, outputs) if return_outputs else result.loss
+
+    def evaluate(self, *args, **kwargs):
+        """The Trainer's held-out loss, plus the task metric of greedy answers when a
+        ``held_out_score`` is given (logged as ``eval_<metric>``: the learning curve)."""
+        metrics = super().evaluate(*args, **kwargs)
+        if self.held_out_score is not None:
+            value = self.held_out_score(self.model)
+            key = f"eval_{self.held_out_score.metric}"
+            metrics[key] = value
+            self.log({key: value})
+        return metrics
 
     def log(self, logs, *args, **kwargs):
         for name, values in self._components.items():
@@ -153,6 +185,28 @@ class DistillationTrainer(Trainer):
                 logs[name] = round(sum(values) / len(values), 6)
                 values.clear()
         super().log(logs, *args, **kwargs)
+
+
+@dataclass
+class HeldOutScore:
+    """The task metric of the student's greedy answers on held-out ``rows``.
+
+    ``HeldOutScore(rows, kind, metric, tokenizer)(model) -> float`` (e.g. F1 in percent).
+    """
+
+    rows: object  # a datasets.Dataset with id, context, question, answers
+    kind: str
+    metric: str
+    tokenizer: object
+    max_new_tokens: int = 150
+    max_length: int = 512
+
+    def __call__(self, model) -> float:
+        from uld.metrics import score
+
+        predictions = generate_answers(model, self.tokenizer, self.rows, kind=self.kind,
+                                       max_new_tokens=self.max_new_tokens, max_length=self.max_length)
+        return score(self.metric, predictions, self.rows["answers"])
 
 
 def generate_answers(model, tokenizer, rows, *, kind: str, batch_size: int = 16, max_new_tokens: int = 150,

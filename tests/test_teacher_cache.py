@@ -1,0 +1,173 @@
+"""The teacher cache: same loss as the live teacher within the bound, resumable, guarded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from uld import ULDLoss
+from uld.data import collate
+from uld.models import load_model
+from uld.teacher_cache import SortedTeacher, TeacherCache, build_teacher_cache, sorted_answer_rows
+from uld.trainer import DistillationTrainer, PairCollator, build_pairs
+
+TEACHER_VOCAB = 1200
+
+
+@pytest.fixture(scope="module")
+def pairs(pair):
+    dataset, _ = build_pairs(pair["rows"], kind="extractive_qa", method="uld", shots=1, max_length=1024,
+                             student_tokenizer=pair["student_tokenizer"], teacher_tokenizer=pair["teacher_tokenizer"])
+    return dataset
+
+
+def build(pair, pairs, folder, **options):
+    options = {"top_k": TEACHER_VOCAB, "dtype": "float32", "batch_size": 8, "progress": False, **options}
+    return build_teacher_cache(pair["teacher"], pairs, folder, pad_token_id=pair["teacher_tokenizer"].pad_token_id,
+                               **options)
+
+
+def live_and_cached(pair, pairs, cache, loss_fn, indices=range(8)):
+    """The loss on one batch with the live teacher and from the cache, with student gradients."""
+    collator = PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id)
+    batch = collator([pairs[i] for i in indices])
+    torch.manual_seed(0)
+    student_logits = torch.randn(*batch["input_ids"].shape, 1500, dtype=torch.float64) * 3
+    with torch.no_grad():
+        teacher_logits = pair["teacher"](input_ids=batch["teacher_input_ids"],
+                                         attention_mask=batch["teacher_attention_mask"]).logits
+    results, grads = [], []
+    for cached in (False, True):
+        logits = student_logits.clone().requires_grad_(True)
+        if cached:
+            out = loss_fn.from_sorted_teacher(logits, batch["labels"], cache.rows(list(indices)))
+        else:
+            out = loss_fn(logits, teacher_logits.double(), batch["labels"], batch["teacher_labels"])
+        out.loss.backward()
+        results.append(out)
+        grads.append(logits.grad)
+    return results, grads
+
+
+def test_a_cache_of_the_whole_vocabulary_gives_the_exact_loss_and_gradient(pair, pairs, tmp_path):
+    cache = build(pair, pairs, tmp_path / "cache")
+    (live, cached), (live_grad, cached_grad) = live_and_cached(pair, pairs, cache, ULDLoss(1.5, skip_student_eos=True))
+    assert cached.distillation.item() == pytest.approx(live.distillation.item(), rel=1e-6)
+    assert cached.crossentropy.item() == pytest.approx(live.crossentropy.item(), rel=1e-12)
+    assert cached.distillation_error_bound.item() < 1e-5
+    torch.testing.assert_close(cached_grad, live_grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("top_k, dtype", [(16, "float16"), (64, "float16"), (64, "float32")])
+def test_a_top_k_cache_stays_within_its_reported_bound(pair, pairs, tmp_path, top_k, dtype):
+    cache = build(pair, pairs, tmp_path / "cache", top_k=top_k, dtype=dtype)
+    assert cache.bytes_per_token == top_k * (2 if dtype == "float16" else 4) + 4
+    (live, cached), _ = live_and_cached(pair, pairs, cache, ULDLoss(1.5, skip_student_eos=True))
+    gap = live.distillation.item() - cached.distillation.item()
+    assert -1e-6 <= gap <= cached.distillation_error_bound.item() + 1e-6
+    # Against the live loss in the same top-k mode, only the storage rounding differs.
+    (live_top_k, cached_again), _ = live_and_cached(pair, pairs, cache, ULDLoss(1.5, skip_student_eos=True, top_k=top_k))
+    rounding = cached_again.distillation_error_bound.item() - live_top_k.distillation_error_bound.item()
+    assert abs(live_top_k.distillation.item() - cached_again.distillation.item()) <= rounding + 1e-7
+    assert (rounding > 1e-5) == (dtype == "float16")
+
+
+def test_the_cache_holds_every_answer_position_in_order(pair, pairs, tmp_path):
+    cache = build(pair, pairs, tmp_path / "cache", top_k=8)
+    answer_tokens = sum(sum(label != -100 for label in row["teacher_labels"]) for row in pairs)
+    assert cache.head.shape == (answer_tokens, 8) and len(cache) == len(pairs)
+    assert bool((cache.head[:, :-1] >= cache.head[:, 1:]).all())
+    torch.testing.assert_close(cache.head.double().sum(-1) + cache.tail.double(),
+                               torch.ones(answer_tokens, dtype=torch.float64), atol=1e-5, rtol=0)
+    batch = collate([{k[8:]: pairs[3][k] for k in ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")}],
+                    pair["teacher_tokenizer"].pad_token_id)
+    with torch.no_grad():
+        logits = pair["teacher"](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    direct = sorted_answer_rows(logits, batch["labels"], top_k=8)
+    one = cache.rows([3])
+    torch.testing.assert_close(one.head, direct.head)
+    assert one.sizes.tolist() == direct.sizes.tolist()
+
+
+class CountingTeacher:
+    """A teacher loader that counts how often the model was needed."""
+
+    def __init__(self, model):
+        self.model, self.loads = model, 0
+
+    def __call__(self):
+        self.loads += 1
+        return self.model
+
+
+def test_an_interrupted_build_keeps_its_finished_shards(pair, pairs, tmp_path):
+    folder = tmp_path / "cache"
+    whole = build(pair, pairs, folder, top_k=8, shard_size=10)
+    shards = sorted(folder.glob("shard-*.npz"))
+    assert len(shards) == 3  # 24 examples
+    kept = shards[0].read_bytes()
+    shards[1].unlink()
+    with pytest.raises(ValueError, match="unfinished: 1 shards missing"):
+        TeacherCache(folder)
+    loader = CountingTeacher(pair["teacher"])
+    rebuilt = build_teacher_cache(loader, pairs, folder, top_k=8, dtype="float32", shard_size=10, batch_size=8,
+                                  pad_token_id=pair["teacher_tokenizer"].pad_token_id, progress=False)
+    assert loader.loads == 1 and shards[0].read_bytes() == kept
+    assert torch.equal(rebuilt.head, whole.head) and torch.equal(rebuilt.tail, whole.tail)
+    finished = CountingTeacher(pair["teacher"])
+    build_teacher_cache(finished, pairs, folder, top_k=8, dtype="float32", shard_size=10, batch_size=8,
+                        pad_token_id=pair["teacher_tokenizer"].pad_token_id, progress=False)
+    assert finished.loads == 0  # a finished cache never loads the teacher
+
+
+def test_a_cache_is_never_used_for_other_pairs_or_settings(pair, pairs, tmp_path):
+    build(pair, pairs, tmp_path / "cache", top_k=8)
+    with pytest.raises(ValueError, match="other examples, fingerprint"):
+        build(pair, pairs.select(range(10)).flatten_indices(), tmp_path / "cache", top_k=8)
+    with pytest.raises(ValueError, match="other temperature, top_k"):
+        build(pair, pairs, tmp_path / "cache", top_k=4, temperature=2.0)
+    with pytest.raises(ValueError, match="not a teacher cache"):
+        TeacherCache(tmp_path)
+    with pytest.raises(ValueError, match="cache dtype"):
+        build(pair, pairs, tmp_path / "other", dtype="bfloat16")
+
+
+def test_sorted_teacher_batches_are_checked():
+    loss_fn = ULDLoss()
+    student, labels = torch.zeros(2, 3, 4), torch.tensor([[-100, 1, 2], [-100, 1, 2]])
+    good = SortedTeacher(torch.full((3, 2), 0.5), torch.zeros(3), torch.tensor([2, 1]))
+    assert loss_fn.from_sorted_teacher(student, labels, good).loss.isfinite()
+    with pytest.raises(ValueError, match="one entry per sample"):
+        loss_fn.from_sorted_teacher(student, labels, good._replace(sizes=torch.tensor([3])))
+    with pytest.raises(ValueError, match="sum to 4 but the head has 3 rows"):
+        loss_fn.from_sorted_teacher(student, labels, good._replace(sizes=torch.tensor([2, 2])))
+    with pytest.raises(ValueError, match="one value per head row"):
+        loss_fn.from_sorted_teacher(student, labels, good._replace(tail=torch.zeros(2)))
+    with pytest.raises(ValueError, match="top_k must be an integer"):
+        sorted_answer_rows(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), top_k=0)
+
+
+def test_training_from_the_cache_follows_the_live_teacher(pair, pairs, tmp_path):
+    cache = build(pair, pairs, tmp_path / "cache")
+    losses, students = {}, {}
+    for cached in (False, True):
+        torch.manual_seed(0)
+        student = load_model("default-student", cache=pair["cache"])
+        args = TrainingArguments(output_dir=str(tmp_path / str(cached)), per_device_train_batch_size=8,
+                                 num_train_epochs=1, learning_rate=1e-3, logging_steps=1, save_strategy="no",
+                                 report_to=[], remove_unused_columns=False, seed=0, disable_tqdm=True, use_cpu=True)
+        trainer = DistillationTrainer(
+            model=student, args=args, train_dataset=pairs, teacher=None if cached else pair["teacher"],
+            loss_fn=ULDLoss(1.5, skip_student_eos=True),
+            data_collator=PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id,
+                                       teacher_cache=cache if cached else None))
+        trainer.train()
+        losses[cached] = [e["distillation"] for e in trainer.state.log_history if "distillation" in e]
+        students[cached] = student
+    assert len(losses[True]) == 3 and losses[True] == pytest.approx(losses[False], rel=1e-5)
+    for a, b in zip(students[False].parameters(), students[True].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        DistillationTrainer(model=students[True], args=args, teacher=pair["teacher"], loss_fn=ULDLoss(),
+                            data_collator=PairCollator(0, 0, teacher_cache=cache))

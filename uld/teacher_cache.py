@@ -1,0 +1,259 @@
+"""The teacher cache: what ULD needs of the teacher, computed once and kept on disk.
+
+ULD compares *sorted* probability vectors, so it never needs to know which token a
+teacher probability belongs to. Per teacher answer position the ``k`` largest
+probabilities, sorted, and the mass of the rest are all the training reads (the top-k
+form of `uld.loss.top_k_uld_distance`, exact when ``k`` covers the teacher's vocabulary).
+Computing them once lets every run on the same teacher answers (other lambdas, seeds,
+students with the same prompts) train without loading the teacher at all.
+
+On disk, a folder::
+
+    meta.json            k, temperature, storage dtype, examples, shard size, fingerprint
+    shard-00000.npz      head [rows, k] (float16 by default), tail [rows] float32,
+    shard-00001.npz      sizes [examples in the shard] int32 (answer positions each)
+
+Shards are written whole (scratch file, then rename), so an interrupted build keeps the
+finished shards and redoes only the rest. The fingerprint hashes the teacher token ids
+the cache was built from: a cache is never used for other pairs. One answer token costs
+``2 k + 4`` bytes in float16 (1,028 bytes at k = 256).
+
+    cache = build_teacher_cache(teacher, pairs, "runs/x/teacher_cache", top_k=256)
+    batch = cache.rows([0, 5, 7])          # a SortedTeacher for ULDLoss.from_sorted_teacher
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from uld.cache import write_atomically
+
+__all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "sorted_answer_rows", "CACHE_DTYPES"]
+
+FORMAT = 1
+CACHE_DTYPES = ("float16", "float32")
+
+
+class SortedTeacher(NamedTuple):
+    """A batch of teacher answers as sorted probabilities.
+
+    ``head [N, k]``: the ``k`` largest probabilities of each answer position, decreasing;
+    ``tail [N]``: the mass outside them; ``sizes [B]``: answer positions per sample (rows
+    of ``head`` in sample order, EOS included when the teacher's answer has one);
+    ``rounding [N]`` (optional): a bound on the L1 change the head and tail took when
+    stored, added to the loss's error bound.
+    """
+
+    head: Tensor
+    tail: Tensor
+    sizes: Tensor
+    rounding: Tensor | None = None
+
+    def check(self, batch: int) -> None:
+        """Raise ``ValueError`` unless this describes ``batch`` samples consistently."""
+        if self.head.dim() != 2 or not self.head.is_floating_point():
+            raise ValueError(f"teacher head must be a float tensor [rows, k], got shape {tuple(self.head.shape)}")
+        if tuple(self.tail.shape) != (self.head.shape[0],):
+            raise ValueError(f"teacher tail must have one value per head row ({self.head.shape[0]}), "
+                             f"got shape {tuple(self.tail.shape)}")
+        if tuple(self.sizes.shape) != (batch,):
+            raise ValueError(f"teacher sizes must have one entry per sample ({batch}), got shape {tuple(self.sizes.shape)}")
+        if int(self.sizes.sum()) != self.head.shape[0] or bool((self.sizes < 0).any()):
+            raise ValueError(f"teacher sizes sum to {int(self.sizes.sum())} but the head has {self.head.shape[0]} rows")
+
+
+def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperature: float = 1.0,
+                       is_encoder_decoder: bool = False, ignore_index: int = -100) -> SortedTeacher:
+    """The sorted heads and tail masses of a teacher batch's answer positions.
+
+    Args:
+        logits: ``[B, T, V]`` teacher logits; labels: ``[B, T]`` with prompt and padding
+            at ``ignore_index`` (a decoder's position ``t`` predicts label ``t + 1``).
+        top_k: how many probabilities to keep per position (at most ``V``).
+
+    Returns a `SortedTeacher` (float32 or float64 values, no ``rounding``).
+
+    >>> logits = torch.log(torch.tensor([[[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [1.0, 1.0, 1.0]]]))
+    >>> rows = sorted_answer_rows(logits, torch.tensor([[-100, 4, 5]]), top_k=2)
+    >>> rows.head, rows.tail, rows.sizes
+    (tensor([[0.7000, 0.2000],
+            [0.5000, 0.3000]]), tensor([0.1000, 0.2000]), tensor([2]))
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if not float(temperature) > 0 or temperature == float("inf"):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    if not is_encoder_decoder:
+        labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], ignore_index)], dim=1)
+    answer = labels != ignore_index
+    dtype = torch.promote_types(torch.float32, logits.dtype)
+    z = logits[answer].to(dtype)
+    if torch.isnan(z).any() or torch.isposinf(z).any():
+        raise ValueError("teacher logits contain NaN or +inf at answer positions")
+    probs = torch.softmax(z / temperature, -1)
+    head, index = probs.topk(min(top_k, probs.shape[-1]), dim=-1, sorted=True)
+    tail = probs.scatter(-1, index, 0.0).sum(-1)  # summed, not 1 - head: keeps tiny tails precise
+    return SortedTeacher(head, tail, answer.sum(1))
+
+
+class TeacherCache:
+    """A finished cache folder, loaded into memory; `rows` serves training batches."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.exists():
+            raise ValueError(f"{self.folder} is not a teacher cache (no meta.json)")
+        self.meta = json.loads(meta_path.read_text())
+        missing = [path.name for path in _shard_paths(self.folder, self.meta) if not path.exists()]
+        if missing:
+            raise ValueError(f"teacher cache {self.folder} is unfinished: {len(missing)} shards missing "
+                             f"(first: {missing[0]}); build it again to finish it")
+        heads, tails, sizes = [], [], []
+        for path in _shard_paths(self.folder, self.meta):
+            with np.load(path) as shard:
+                heads.append(shard["head"])
+                tails.append(shard["tail"])
+                sizes.append(shard["sizes"])
+        self.head = torch.from_numpy(np.concatenate(heads))
+        self.tail = torch.from_numpy(np.concatenate(tails))
+        sizes = torch.from_numpy(np.concatenate(sizes)).long()
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
+        unit = float(np.finfo(self.meta["dtype"]).eps) / 2
+        smallest = float(np.finfo(self.meta["dtype"]).smallest_subnormal)
+        # |x - stored(x)| <= unit |x| for normal values, <= half the smallest subnormal below them.
+        self.rounding = (unit / (1 - unit)) * (self.head.double().sum(-1) + self.tail.double()) \
+            + self.head.shape[-1] * smallest / 2 + float(np.finfo(np.float32).eps) * self.tail.double()
+
+    def __len__(self) -> int:
+        return self.offsets.numel() - 1
+
+    @property
+    def top_k(self) -> int:
+        return self.meta["top_k"]
+
+    @property
+    def temperature(self) -> float:
+        return self.meta["temperature"]
+
+    @property
+    def bytes_per_token(self) -> int:
+        """Bytes on disk per answer token: the head, the tail (float32)."""
+        return self.head.shape[-1] * self.head.element_size() + 4
+
+    def rows(self, indices) -> SortedTeacher:
+        """The cached answers of examples ``indices`` (in that order), as one batch."""
+        indices = torch.as_tensor(list(indices), dtype=torch.long)
+        if indices.numel() and (indices.min() < 0 or indices.max() >= len(self)):
+            raise ValueError(f"example index out of range for a cache of {len(self)} examples")
+        starts, ends = self.offsets[indices], self.offsets[indices + 1]
+        rows = torch.cat([torch.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())]) if indices.numel() \
+            else torch.zeros(0, dtype=torch.long)
+        return SortedTeacher(self.head[rows].float(), self.tail[rows], ends - starts, self.rounding[rows].float())
+
+
+def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature: float = 1.0,
+                        pad_token_id: int, dtype: str = "float16", batch_size: int = 16, shard_size: int = 256,
+                        progress: bool = True) -> TeacherCache:
+    """Run ``teacher`` once over the teacher side of ``pairs`` and store its sorted answers.
+
+    Args:
+        teacher: the frozen teacher model (decoder or encoder-decoder), or a function
+            returning it, called only when some shard is still missing.
+        pairs: rows with ``teacher_input_ids``, ``teacher_attention_mask``,
+            ``teacher_labels`` (as `uld.trainer.build_pairs` makes them); example ``i`` of
+            the cache is row ``i``.
+        folder: the cache folder; an existing cache of the same pairs and settings is
+            reused (its finished shards kept), one of other pairs raises ``ValueError``.
+        top_k, temperature: what is kept: the ``top_k`` largest probabilities at this
+            teacher temperature (the loss's teacher temperature must match).
+        dtype: storage of the head, ``float16`` (half the bytes, a rounding the loss's
+            bound includes) or ``float32``.
+    """
+    from tqdm.auto import tqdm
+
+    from uld.data import collate
+
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache dtype must be one of {', '.join(CACHE_DTYPES)}, got {dtype!r}")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if "teacher_input_ids" not in pairs.column_names:
+        raise ValueError("pairs have no teacher side (teacher_input_ids); build them for the uld method")
+    folder = Path(folder)
+    meta = {"format": FORMAT, "top_k": top_k, "temperature": float(temperature), "dtype": dtype,
+            "examples": len(pairs), "shard_size": shard_size, "fingerprint": _fingerprint(pairs)}
+    _claim(folder, meta)
+    load = (lambda: teacher) if isinstance(teacher, torch.nn.Module) else teacher
+    shards = _shard_paths(folder, meta)
+    bar = tqdm(total=len(pairs), desc="teacher cache", disable=not progress)
+    for number, path in enumerate(shards):
+        first, last = number * shard_size, min((number + 1) * shard_size, len(pairs))
+        if path.exists():
+            bar.update(last - first)
+            continue
+        model = load().eval()
+        device = next(model.parameters()).device
+        is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        heads, tails, sizes = [], [], []
+        for start in range(first, last, batch_size):
+            rows = pairs.select(range(start, min(start + batch_size, last)))
+            batch = collate([{k[8:]: r[k] for k in ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")}
+                             for r in rows], pad_token_id)
+            with torch.no_grad():
+                logits = model(input_ids=batch["input_ids"].to(device),
+                                 attention_mask=batch["attention_mask"].to(device)).logits
+            part = sorted_answer_rows(logits, batch["labels"].to(device), top_k=top_k, temperature=temperature,
+                                      is_encoder_decoder=is_encoder_decoder)
+            heads.append(part.head.cpu().numpy().astype(dtype))
+            tails.append(part.tail.cpu().numpy().astype(np.float32))
+            sizes.append(part.sizes.cpu().numpy().astype(np.int32))
+            bar.update(len(rows))
+        _save_shard(path, head=np.concatenate(heads), tail=np.concatenate(tails), sizes=np.concatenate(sizes))
+    bar.close()
+    return TeacherCache(folder)
+
+
+def _claim(folder: Path, meta: dict) -> None:
+    """Write ``meta.json``, or check that the one there describes the same cache."""
+    path = folder / "meta.json"
+    if path.exists():
+        found = json.loads(path.read_text())
+        if found != meta:
+            changed = sorted(key for key in meta if found.get(key) != meta[key])
+            raise ValueError(f"{folder} holds a teacher cache built with other {', '.join(changed)}; "
+                             f"delete it or choose another folder")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(meta, indent=2))
+
+
+def _shard_paths(folder: Path, meta: dict) -> list[Path]:
+    count = -(-meta["examples"] // meta["shard_size"])
+    return [folder / f"shard-{number:05d}.npz" for number in range(count)]
+
+
+def _save_shard(path: Path, **arrays) -> None:
+    scratch = path.with_name(path.name + ".partial")
+    with open(scratch, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(scratch, path)
+
+
+def _fingerprint(pairs) -> str:
+    """A hash of the teacher token ids and labels, row by row."""
+    digest = hashlib.sha256()
+    for ids, labels in zip(pairs["teacher_input_ids"], pairs["teacher_labels"]):
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+        digest.update(b"|")
+        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+        digest.update(b"\n")
+    return digest.hexdigest()
