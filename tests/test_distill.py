@@ -111,3 +111,66 @@ def test_uld_distils_an_encoder_decoder_student(tmp_path):
                                              out=str(tmp_path), **TINY), echo=lambda line: None)
     distillation = [entry["distillation"] for entry in results["log_history"] if "distillation" in entry]
     assert results["n_train"] == 16 and distillation and all(value > 0 for value in distillation)
+
+
+def test_runs_sharing_teacher_outputs_train_from_the_cache_without_loading_the_teacher(tmp_path, monkeypatch):
+    shared = tmp_path / "teacher"
+    options = dict(TINY, method="uld", teacher_cache=True, teacher_cache_top_k=64, teacher_outputs=str(shared))
+    first = run_distillation(DistillConfig(out=str(tmp_path / "a"), **options), echo=lambda line: None)
+    assert first["teacher_cache_bytes_per_token"] == 64 * 2 + 4
+    assert (shared / "teacher_answers.jsonl").exists() and (shared / "teacher_cache" / "meta.json").exists()
+    import uld.models
+
+    real_load = uld.models.load_model
+
+    def student_only(name, **kwargs):
+        assert name != "default-teacher", "the teacher was loaded"
+        return real_load(name, **kwargs)
+
+    monkeypatch.setattr(uld.models, "load_model", student_only)
+    second = run_distillation(DistillConfig(out=str(tmp_path / "b"), distillation_weight=0.5, **options),
+                              echo=lambda line: None)
+    assert second["steps"] == first["steps"] == 2
+    assert all("distillation" in e for e in second["log_history"] if "loss" in e)
+
+
+def test_a_learning_curve_is_logged_when_asked(tmp_path):
+    results = run_distillation(DistillConfig(method="sft", out=str(tmp_path), eval_steps=1, **TINY),
+                               echo=lambda line: None)
+    curve = [e for e in results["log_history"] if "eval_f1" in e]
+    losses = [e for e in results["log_history"] if "eval_loss" in e]
+    assert [e["step"] for e in curve] == [1, 2] and [e["step"] for e in losses] == [1, 2]
+    assert all(0 <= e["eval_f1"] <= 100 for e in curve)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    options = dict(TINY, method="sft", epochs=2, train_limit=32, max_new_tokens=4)
+    straight = run_distillation(DistillConfig(out=str(tmp_path / "straight"), **options), echo=lambda line: None)
+    from transformers import Trainer
+
+    real_step = Trainer.training_step
+    steps, failures = [], [6]  # fail once at step 6: epoch 2, after the epoch-1 checkpoint (step 4)
+
+    def failing_step(self, *args, **kwargs):
+        steps.append(self.state.global_step)
+        if failures and self.state.global_step == failures[0]:
+            failures.pop()
+            raise Interrupt()
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", failing_step)
+    with pytest.raises(Interrupt):
+        run_distillation(DistillConfig(out=str(tmp_path / "resumed"), **options), echo=lambda line: None)
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-4").exists()
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    steps.clear()
+    resumed = run_distillation(DistillConfig(out=str(tmp_path / "resumed"), **options), echo=lambda line: None)
+    assert steps == [4, 5, 6, 7]  # only the unfinished epoch is trained again
+    straight_losses = [e["loss"] for e in straight["log_history"] if "loss" in e]
+    resumed_losses = [e["loss"] for e in resumed["log_history"] if "loss" in e]
+    assert resumed_losses == pytest.approx(straight_losses, rel=1e-4)
+    assert resumed["scores"] == straight["scores"]

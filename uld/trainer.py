@@ -168,6 +168,19 @@ class DistillationTrainer(Trainer):
         self._components["distillation"].append(result.distillation.item())
         return (result.loss, outputs) if return_outputs else result.loss
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Resume weights through ``from_pretrained``, which maps renamed keys.
+
+        The Trainer loads a checkpoint's state dict as it is, without strictness, so a model
+        whose saved names differ from its module names (GPT-NeoX saves ``embed_out``, its
+        module is ``lm_head`` in transformers 5) would resume with a fresh output layer.
+        """
+        model = self.model if model is None else model
+        if self.is_fsdp_enabled or not hasattr(model, "from_pretrained"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, config=model.config)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
     def evaluate(self, *args, **kwargs):
         """The Trainer's held-out loss, plus the task metric of greedy answers when a
         ``held_out_score`` is given (logged as ``eval_<metric>``: the learning curve)."""
