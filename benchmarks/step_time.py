@@ -1,4 +1,4 @@
-"""Seconds per training step on the embedded default pair: sft vs uld with a live teacher.
+"""Seconds per training step on the embedded default pair: sft, uld live, uld from the teacher cache.
 
     python benchmarks/step_time.py                  # 64 pairs, batch 8, 2 threads (about a minute)
     python benchmarks/step_time.py --steps 40 --batch 16
@@ -6,7 +6,9 @@
 Every method trains the same student from the same start on the same pairs (the gold
 answer stands in for the teacher's, so no generation is timed); the first step is a
 warm-up and is not counted. Prints a table and writes benchmarks/results/step_time.json.
-The `uld` from a teacher cache row comes with the cache (not built yet).
+The teacher cache (top-k 256, float16) is built before its row and not timed; its build
+time and bytes per answer token are reported beside it. Goal: a `uld` step from the
+cache costs at most 1.2x an `sft` step.
 """
 
 from __future__ import annotations
@@ -33,32 +35,44 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def measure(method: str, args) -> dict:
+def measure(variant: str, args) -> dict:
     from uld import ULDLoss
     from uld.data import TASKS, load_task
     from uld.models import load_model, load_tokenizer
     from uld.trainer import DistillationTrainer, PairCollator, build_pairs
 
+    from uld.teacher_cache import build_teacher_cache
+
+    method = "uld" if variant.startswith("uld") else variant
     torch.set_num_threads(args.threads)
     rows = load_task(args.task, "train", limit=args.steps * args.batch)
     rows = rows.add_column("teacher_answer", [answers[0] for answers in rows["answers"]])
     teacher_tokenizer, student_tokenizer = load_tokenizer(args.teacher), load_tokenizer(args.student)
     pairs, _ = build_pairs(rows, kind=TASKS[args.task].kind, method=method, student_tokenizer=student_tokenizer,
                            teacher_tokenizer=teacher_tokenizer, shots=args.shots)
+    cache, extra = None, {}
+    if variant == "uld_cache":
+        started = time.perf_counter()
+        cache = build_teacher_cache(load_model(args.teacher), pairs, Path(args.scratch) / "teacher_cache",
+                                    top_k=args.top_k, pad_token_id=teacher_tokenizer.pad_token_id, progress=False)
+        extra = {"cache_build_seconds": time.perf_counter() - started, "bytes_per_token": cache.bytes_per_token}
     torch.manual_seed(0)
     student = load_model(args.student)
     timer = StepTimer()
-    training = TrainingArguments(output_dir="/tmp/uld-step-time", per_device_train_batch_size=args.batch,
+    training = TrainingArguments(output_dir=str(Path(args.scratch) / "trainer"), per_device_train_batch_size=args.batch,
                                  num_train_epochs=1, learning_rate=1e-3, save_strategy="no", report_to=[],
                                  remove_unused_columns=False, seed=0, disable_tqdm=True, use_cpu=True, logging_steps=10**6)
     trainer = DistillationTrainer(
         model=student, args=training, train_dataset=pairs, callbacks=[timer],
-        teacher=load_model(args.teacher) if method == "uld" else None,
+        teacher=load_model(args.teacher) if variant == "uld" else None,
         loss_fn=ULDLoss(distillation_weight=1.5, skip_student_eos=True) if method == "uld" else None,
-        data_collator=PairCollator(student_tokenizer.pad_token_id, teacher_tokenizer.pad_token_id))
+        data_collator=PairCollator(student_tokenizer.pad_token_id, teacher_tokenizer.pad_token_id, teacher_cache=cache))
     trainer.train()
     counted = timer.times[1:]
-    return {"method": method, "steps": len(counted), "seconds_per_step": statistics.median(counted)}
+    return {"variant": variant, "steps": len(counted), "seconds_per_step": statistics.median(counted), **extra}
+
+
+LABELS = {"sft": "sft", "uld": "uld (live teacher)", "uld_cache": "uld (teacher cache)"}
 
 
 def main(argv=None) -> int:
@@ -70,18 +84,25 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--top-k", type=int, default=256, help="kept per teacher position in the cache")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "step_time.json")
     args = parser.parse_args(argv)
-    rows = [measure(method, args) for method in ("sft", "uld")]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        args.scratch = scratch
+        rows = [measure(variant, args) for variant in LABELS]
+    del args.scratch
     base = rows[0]["seconds_per_step"]
     print(f"{args.student} learning from {args.teacher} on {args.task}, batch {args.batch}, "
           f"{args.threads} threads, median over {rows[0]['steps']} steps after a warm-up")
-    print(f"{'method':<22}{'s/step':>10}{'vs sft':>10}")
+    print(f"{'variant':<22}{'s/step':>10}{'vs sft':>10}")
     for row in rows:
         row["vs_sft"] = row["seconds_per_step"] / base
-        print(f"{row['method'] + (' (live teacher)' if row['method'] == 'uld' else ''):<22}"
-              f"{row['seconds_per_step']:>10.3f}{row['vs_sft']:>9.2f}x")
-    print(f"{'uld (teacher cache)':<22}{'not built yet':>20}")
+        print(f"{LABELS[row['variant']]:<22}{row['seconds_per_step']:>10.3f}{row['vs_sft']:>9.2f}x")
+    cached = rows[-1]
+    print(f"teacher cache: built in {cached['cache_build_seconds']:.1f} s (not counted), "
+          f"{cached['bytes_per_token']} bytes per answer token (top-{args.top_k}, float16)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -43,6 +43,7 @@ def test_step_time_benchmark_runs(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--steps", "3", "--batch", "2",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"sft", "uld"} and rows["sft"]["vs_sft"] == 1.0
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"sft", "uld", "uld_cache"} and rows["sft"]["vs_sft"] == 1.0
     assert all(row["seconds_per_step"] > 0 and row["steps"] == 2 for row in rows.values())
+    assert rows["uld_cache"]["bytes_per_token"] == 256 * 2 + 4 and "per answer token (top-256, float16)" in done.stdout
