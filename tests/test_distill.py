@@ -118,7 +118,7 @@ def test_runs_sharing_teacher_outputs_train_from_the_cache_without_loading_the_t
     options = dict(TINY, method="uld", teacher_cache=True, teacher_cache_top_k=64, teacher_outputs=str(shared))
     first = run_distillation(DistillConfig(out=str(tmp_path / "a"), **options), echo=lambda line: None)
     assert first["teacher_cache_bytes_per_token"] == 64 * 2 + 4
-    assert (shared / "teacher_answers.jsonl").exists() and (shared / "teacher_cache" / "meta.json").exists()
+    assert (shared / "teacher_answers.jsonl").exists() and len(list((shared / "teacher_cache").glob("k64-t1-*/meta.json"))) == 1
     import uld.models
 
     real_load = uld.models.load_model

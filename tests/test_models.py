@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"tiny-llama": ("LlamaForCausalLM", 32001), "tiny-opt": ("OPTForCausalLM", 50258),
             "tiny-pythia": ("GPTNeoXForCausalLM", 1800), "tiny-bloom": ("BloomForCausalLM", 1000),
             "tiny-mt5": ("MT5ForConditionalGeneration", 1200), "default-teacher": ("LlamaForCausalLM", 1200),
-            "default-student": ("GPTNeoXForCausalLM", 1500)}
+            "default-student": ("GPTNeoXForCausalLM", 1500), "default-student-mt5": ("MT5ForConditionalGeneration", 1500),
+            "default-student-small": ("GPTNeoXForCausalLM", 1500), "default-student-large": ("GPTNeoXForCausalLM", 1500)}
 
 
 @pytest.fixture(scope="module")

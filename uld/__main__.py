@@ -4,6 +4,7 @@
     python -m uld data [--out DIR]      # regenerate the embedded offline tasks
     python -m uld assets [--out DIR]    # real tokenizers and tiny models, offline, into the cache
     python -m uld distill --config FILE [--set key=value ...] --out DIR [--overwrite]   # one run
+    python -m uld replicate --grid FILE --out DIR     # a grid of runs, resumable, results table
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
 on standard error says why).
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
     distill.add_argument("--out", required=True, help="run folder")
     distill.add_argument("--overwrite", action="store_true", help="redo a finished run in --out")
+    replicate = commands.add_parser("replicate", help="a grid of runs (configs/grids), resumable, aggregated")
+    replicate.add_argument("--grid", required=True, type=Path, help="grid file (base, grid, runner)")
+    replicate.add_argument("--out", required=True, type=Path, help="folder for cells, results.csv/.md/.png")
     return parser
 
 
@@ -83,6 +87,19 @@ def main(argv=None) -> int:
             print(f"python -m uld distill: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "replicate":
+        from uld.replicate import load_grid, run_grid
+
+        try:
+            grid = load_grid(args.grid)
+        except ValueError as problem:
+            print(f"python -m uld replicate: error: {str(problem).splitlines()[0]}", file=sys.stderr)
+            return 2
+        report = run_grid(grid, args.out)
+        print((args.out / "results.md").read_text(), end="")
+        print(f"replicate: {len(report['done'])} run, {len(report['skipped'])} already finished, "
+              f"{len(report['failed'])} failed; results in {args.out / 'results.csv'}, {args.out / 'results.png'}")
+        return 1 if report["failed"] else 0
     return 2
 
 

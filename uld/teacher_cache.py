@@ -36,7 +36,8 @@ from torch import Tensor
 
 from uld.cache import write_atomically
 
-__all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "sorted_answer_rows", "CACHE_DTYPES"]
+__all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "sorted_answer_rows", "pairs_fingerprint",
+           "CACHE_DTYPES"]
 
 FORMAT = 1
 CACHE_DTYPES = ("float16", "float32")
@@ -190,7 +191,7 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
         raise ValueError("pairs have no teacher side (teacher_input_ids); build them for the uld method")
     folder = Path(folder)
     meta = {"format": FORMAT, "top_k": top_k, "temperature": float(temperature), "dtype": dtype,
-            "examples": len(pairs), "shard_size": shard_size, "fingerprint": _fingerprint(pairs)}
+            "examples": len(pairs), "shard_size": shard_size, "fingerprint": pairs_fingerprint(pairs)}
     _claim(folder, meta)
     load = (lambda: teacher) if isinstance(teacher, torch.nn.Module) else teacher
     shards = _shard_paths(folder, meta)
@@ -248,8 +249,8 @@ def _save_shard(path: Path, **arrays) -> None:
     os.replace(scratch, path)
 
 
-def _fingerprint(pairs) -> str:
-    """A hash of the teacher token ids and labels, row by row."""
+def pairs_fingerprint(pairs) -> str:
+    """A hash of the pairs' teacher token ids and labels, row by row (hex)."""
     digest = hashlib.sha256()
     for ids, labels in zip(pairs["teacher_input_ids"], pairs["teacher_labels"]):
         digest.update(np.asarray(ids, dtype=np.int64).tobytes())

@@ -1,0 +1,128 @@
+"""`python -m uld replicate`: grid files, cell expansion, resumable batches, the results table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uld.replicate import load_grid, paper_number, run_grid, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(task="extractive_qa", teacher="default-teacher", teacher_shots=0, train_limit=8, eval_limit=4, epochs=1,
+            batch_size=8, max_new_tokens=4, logging_steps=1)
+
+
+def grid_file(tmp_path, grid, base=None, **extra):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"base": {**TINY, **(base or {})}, "grid": grid, **extra}))
+    return path
+
+
+def test_cells_a_method_cannot_tell_apart_run_once(tmp_path):
+    grid = load_grid(grid_file(tmp_path, {"method": ["raw", "sft", "uld"], "distillation_weight": [0.5, 1.5],
+                                          "seed": [0, 1]}))
+    names = [name for name, _ in grid.expand(tmp_path / "out")]
+    assert names == ["raw-lambda1.5-seed0", "sft-lambda1.5-seed0", "sft-lambda1.5-seed1",
+                     "uld-lambda0.5-seed0", "uld-lambda0.5-seed1", "uld-lambda1.5-seed0", "uld-lambda1.5-seed1"]
+    configs = dict(grid.cells)
+    assert configs["uld-lambda0.5-seed1"].distillation_weight == 0.5 and configs["uld-lambda0.5-seed1"].seed == 1
+    assert configs["uld-lambda0.5-seed1"].out == str(tmp_path / "out" / "cells" / "uld-lambda0.5-seed1")
+    # The teacher answers are shared by every run that would produce the same ones.
+    assert len({c.teacher_outputs for n, c in grid.cells if n != "raw-lambda1.5-seed0"}) == 1
+
+
+def test_text_values_may_name_other_settings(tmp_path):
+    grid = load_grid(grid_file(tmp_path, {"task": ["extractive_qa", "dialogue_summary"], "method": ["seqkd"]},
+                               base={"teacher": "teacher-{task}"}))
+    assert [c.teacher for _, c in grid.expand(tmp_path)] == ["teacher-extractive_qa", "teacher-dialogue_summary"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"grid": {"method": "uld"}}, "grid.method must be a non-empty list"),
+    ({"grid": {"lambda": [1]}}, "unknown config keys in grid: lambda"),
+    ({"base": {"epoch": 1}}, "unknown config keys in base: epoch"),
+    ({"grid": {"method": ["uld", "magic"]}}, "unknown method 'magic'"),
+    ({"runner": "slurm"}, "runner must be one of distill, notebook"),
+    ({"cells": []}, "unknown grid keys: cells"),
+    ({"base": {"teacher": "teacher-{size}"}}, "names an unknown setting: 'size'"),
+])
+def test_bad_grids_are_value_errors(tmp_path, content, message):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ValueError, match=message):
+        load_grid(path)
+
+
+def test_a_batch_resumes_records_failures_and_aggregates(tmp_path):
+    out = tmp_path / "out"
+    path = grid_file(tmp_path, {"student": ["default-student", "/no/such/student"], "method": ["sft", "uld"],
+                                "seed": [0, 1]})
+    report = run_grid(load_grid(path), out, echo=lambda line: None)
+    assert sorted(report["done"]) == ["sft-default-student-seed0", "sft-default-student-seed1",
+                                      "uld-default-student-seed0", "uld-default-student-seed1"]
+    assert sorted(report["failed"]) == ["sft-student-seed0", "sft-student-seed1", "uld-student-seed0",
+                                        "uld-student-seed1"]
+    assert all(line.startswith("ModelUnavailable: ") and "/no/such/student" in line
+               for line in report["failed"].values())
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["status"] for r in rows].count("done") == 4 and [r["status"] for r in rows].count("failed") == 4
+    assert all(0 <= float(r["score"]) <= 100 for r in rows if r["status"] == "done")
+    table = (out / "results.md").read_text()
+    assert "| extractive_qa | default-teacher | default-student | uld | 1.5 | 1.0 | f1 |" in table
+    assert "| 2 | - |" in table and "Failed cells:" in table
+    assert (out / "results.png").stat().st_size > 0
+    # A rerun skips finished cells and redoes an interrupted one (no metrics.json yet).
+    interrupted = out / "cells" / "uld-default-student-seed1"
+    (interrupted / "metrics.json").unlink()
+    again = run_grid(load_grid(path), out, echo=lambda line: None)
+    assert again["done"] == ["uld-default-student-seed1"] and len(again["skipped"]) == 3
+
+
+def test_summary_gives_mean_and_spread_over_seeds():
+    rows = [dict(status="done", task="squad", teacher="meta-llama/Llama-2-7b-chat-hf",
+                 student="EleutherAI/pythia-410m-deduped", method="uld", distillation_weight=1.5, train_fraction=1.0,
+                 metric="f1", score=score) for score in (70.0, 72.0, 74.0)]
+    line = summarise(rows).splitlines()[2]
+    assert "| 72.00 ± 2.00 | 3 | 74.14 |" in line
+
+
+def test_paper_numbers_are_looked_up_by_setting():
+    llama, pythia = "meta-llama/Llama-2-7b-chat-hf", "EleutherAI/pythia-410m-deduped"
+    assert paper_number("squad", llama, pythia, "seqkd", 1.5, 1.0) == 71.39
+    assert paper_number("squad", llama, pythia, "uld", 1.5, 0.25) == 69.47
+    assert paper_number("dialogsum", llama, pythia, "uld", 1.5, 1.0) is not None
+    assert paper_number("squad", llama, pythia, "uld", 0.5, 1.0) is None
+    assert paper_number("extractive_qa", "teacher-extractive_qa", "default-student", "uld", 1.5, 1.0) is None
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "uld", "replicate", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+
+
+def test_cli_bad_grid_exits_2_with_one_line(tmp_path):
+    done = cli("--grid", tmp_path / "missing.yaml", "--out", tmp_path / "out")
+    assert done.returncode == 2 and "does not exist" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_shipped_grids_load_and_expand(tmp_path):
+    for path in sorted((ROOT / "configs" / "grids").glob("*.yaml")):
+        grid = load_grid(path)
+        assert grid.expand(tmp_path / path.stem), path
+
+
+def test_the_ci_grid_runs_through_the_cli(tmp_path):
+    done = cli("--grid", ROOT / "configs" / "grids" / "ci.yaml", "--out", tmp_path / "ci")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "ci" / "results.csv").open()))
+    assert len(rows) == 7 and {r["status"] for r in rows} == {"done"}  # raw once, 3 methods x 2 seeds
+    assert {r["method"] for r in rows} == {"raw", "sft", "seqkd", "uld"}
+    assert "| uld |" in done.stdout and "7 run, 0 already finished, 0 failed" in done.stdout
+    grid = json.loads((tmp_path / "ci" / "grid.json").read_text())
+    assert len(grid["cells"]) == 7

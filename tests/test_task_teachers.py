@@ -1,0 +1,61 @@
+"""Task teachers: trained on fresh generated records, resumable, loaded like any kit model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uld.data import load_task
+from uld.models import load_model, load_tokenizer
+from uld.task_teachers import TeacherRecipe, _training_examples, materialise_task_teacher, train_task_teacher
+
+TINY = TeacherRecipe(steps=12, batch_size=4, checkpoint_every=5, validation_rows=4, warmup_steps=2)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_task_teacher_trains_resumes_and_loads_by_name(tmp_path, monkeypatch):
+    import torch
+
+    steps = []
+    real_step = torch.optim.AdamW.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 8:  # after the checkpoint at step 5
+            raise Stop()
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    with pytest.raises(Stop):
+        materialise_task_teacher("teacher-generative_qa", tmp_path, TINY, echo=lambda line: None)
+    assert (tmp_path / "models" / "teacher-generative_qa.partial" / "checkpoint.pt").exists()
+    steps.clear()
+    folder = materialise_task_teacher("teacher-generative_qa", tmp_path, TINY, echo=lambda line: None)
+    assert len(steps) == TINY.steps - 5  # resumed after step 5
+    record = json.loads((folder / "uld.json").read_text())
+    assert record["task"] == "generative_qa" and record["trained_examples"] == 48 and record["shots"] == 0
+    assert set(record["validation"]) == {"rougeLsum", "em"} and 0 <= record["validation"]["rougeLsum"] <= 100
+    model = load_model("teacher-generative_qa", cache=tmp_path)  # found in the cache, not trained again
+    assert type(model).__name__ == "LlamaForCausalLM" and len(steps) == TINY.steps - 5
+
+
+def test_teachers_never_train_on_a_committed_record(tmp_path):
+    tokenizer = load_tokenizer("default-teacher", tmp_path)
+    recipe = TeacherRecipe(steps=25, batch_size=8)
+    examples = _training_examples("extractive_qa", recipe, tokenizer, lambda row, context: context,
+                                  __import__("uld.data", fromlist=["tokenize_dataset"]).tokenize_dataset)
+    assert len(examples) == 200
+    committed = {tuple(tokenizer(row["context"])["input_ids"][:40]) for split in ("train", "validation", "test")
+                 for row in load_task("extractive_qa", split)}
+    assert not any(tuple(example["input_ids"][:40]) in committed for example in examples)
+
+
+def test_only_embedded_tasks_have_teachers(tmp_path):
+    with pytest.raises(ValueError, match="embedded tasks only"):
+        train_task_teacher("squad", tmp_path / "x", TINY)
+    with pytest.raises(ValueError, match="unknown task teacher"):
+        materialise_task_teacher("teacher-squad", tmp_path)

@@ -1,0 +1,321 @@
+"""Batch replication: a grid of distillation runs, resumable, aggregated beside the paper.
+
+    python -m uld replicate --grid configs/grids/cpu.yaml --out runs/cpu
+
+A grid file holds ``base`` (`uld.distill.DistillConfig` fields shared by every cell) and
+``grid`` (fields with a list of values each; the cells are their product)::
+
+    base: {teacher: "teacher-{task}", epochs: 3}       # a text value may name other settings
+    grid: {task: [extractive_qa], method: [raw, sft, seqkd, uld], seed: [0, 1, 2]}
+    runner: distill          # or: notebook (papermill executes notebooks/08_paper_replication)
+
+Cells that a setting cannot change are run once: ``raw`` ignores lambda, the data fraction
+and the seed (greedy decoding of an untrained student), ``sft`` and ``seqkd`` ignore lambda.
+Runs on the same teacher answers share them (and the teacher cache) in
+``<out>/teacher/<key>``, so the teacher answers each question once per grid.
+
+Each cell runs in ``<out>/cells/<name>``; a cell with ``metrics.json`` is finished and
+skipped on a rerun, an interrupted one resumes (teacher answers and Trainer checkpoints).
+A failing cell is recorded with its first error line and the batch goes on. After every
+cell ``results.csv`` (one row per cell) and ``results.md`` (mean and spread over seeds,
+beside the paper's number where it has one) are rewritten whole; ``results.png`` at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import statistics
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from uld.cache import write_atomically
+from uld.distill import DistillConfig
+
+__all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT_COLUMNS"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNERS = ("distill", "notebook")
+RESULT_COLUMNS = ["cell", "status", "task", "teacher", "student", "method", "distillation_weight", "train_fraction",
+                  "seed", "metric", "score", "em", "n_train", "steps", "seconds", "error"]
+# What a cell's settings may leave out because its method does not read them.
+_CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
+          "skip_teacher_eos")
+_IGNORED = {"raw": ("distillation_weight", "train_fraction", "seed", "teacher", "teacher_shots", *_CACHE),
+            "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
+            "seqkd": ("distillation_weight", *_CACHE),
+            "kl": ("teacher_cache", "teacher_cache_top_k", "top_k")}
+_SHORT = {"distillation_weight": "lambda", "train_fraction": "fraction", "student_temperature": "ts",
+          "teacher_temperature": "tt"}
+
+
+@dataclass
+class Grid:
+    """A parsed grid: the shared settings, the axes, the runner."""
+
+    base: dict
+    axes: dict
+    runner: str = "distill"
+    name: str = "grid"
+    cells: list = field(default_factory=list)  # [(name, DistillConfig)], filled by expand()
+
+    def expand(self, out: Path) -> list[tuple[str, DistillConfig]]:
+        """Every distinct cell as ``(name, config)``, configs pointing into ``out``."""
+        seen, cells = set(), []
+        keys = list(self.axes)
+        for values in itertools.product(*(self.axes[k] for k in keys)):
+            settings = _normalised(_filled({**self.base, **dict(zip(keys, values))}))
+            config = DistillConfig(**{**settings, "out": "."})
+            name = _cell_name(config, keys)
+            if name in seen:
+                continue
+            seen.add(name)
+            config.out = str(out / "cells" / name)
+            config.teacher_outputs = str(out / "teacher" / _teacher_key(config))
+            cells.append((name, config))
+        self.cells = cells
+        return cells
+
+
+def load_grid(path) -> Grid:
+    """Read and check a grid file; a bad one raises ``ValueError`` naming the problem."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"grid file {path} does not exist") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping with base and grid")
+    unknown = set(data) - {"base", "grid", "runner", "description"}
+    if unknown:
+        raise ValueError(f"{path}: unknown grid keys: {', '.join(sorted(unknown))}")
+    base, axes = data.get("base") or {}, data.get("grid") or {}
+    runner = data.get("runner", "distill")
+    if runner not in RUNNERS:
+        raise ValueError(f"{path}: runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    names = {f.name for f in fields(DistillConfig)} - {"out", "teacher_outputs"}
+    for section, keys in (("base", base), ("grid", axes)):
+        if not isinstance(keys, dict):
+            raise ValueError(f"{path}: {section} must be a mapping")
+        bad = set(keys) - names
+        if bad:
+            raise ValueError(f"{path}: unknown config keys in {section}: {', '.join(sorted(bad))}")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: grid.{key} must be a non-empty list of values")
+    grid = Grid(base, axes, runner, Path(path).stem)
+    for values in itertools.product(*axes.values()):  # every cell must be a valid config
+        DistillConfig(**_normalised(_filled({**base, **dict(zip(axes, values))})))
+    return grid
+
+
+def _filled(settings: dict) -> dict:
+    """Text values may name other settings: ``teacher: teacher-{task}``."""
+    try:
+        return {k: v.format(**settings) if isinstance(v, str) and "{" in v else v for k, v in settings.items()}
+    except (KeyError, IndexError) as missing:
+        raise ValueError(f"a grid value names an unknown setting: {missing}") from None
+
+
+def run_grid(grid: Grid, out, echo=print, only_failed: bool = False) -> dict:
+    """Run every unfinished cell of ``grid`` into ``out``; returns ``{"done", "skipped", "failed"}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = grid.expand(out)
+    write_atomically(out / "grid.json", json.dumps({"runner": grid.runner, "base": grid.base, "axes": grid.axes,
+                                                    "cells": [name for name, _ in cells]}, indent=1))
+    report = {"done": [], "skipped": [], "failed": {}}
+    for number, (name, config) in enumerate(cells, 1):
+        if (Path(config.out) / "metrics.json").exists():
+            report["skipped"].append(name)
+            continue
+        echo(f"[{number}/{len(cells)}] {name}")
+        try:
+            _run_cell(grid.runner, config, echo)
+            report["done"].append(name)
+            (Path(config.out) / "error.txt").unlink(missing_ok=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as failure:  # noqa: BLE001 - a failing cell must not stop the batch
+            line = _first_line(failure)
+            report["failed"][name] = line
+            Path(config.out).mkdir(parents=True, exist_ok=True)
+            write_atomically(Path(config.out) / "error.txt", traceback.format_exc())
+            echo(f"  failed: {line}")
+        write_results(out, cells)
+    write_results(out, cells)
+    _figure(out, cells)
+    return report
+
+
+def _run_cell(runner: str, config: DistillConfig, echo) -> None:
+    if runner == "distill":
+        from uld.distill import run_distillation
+
+        run_distillation(config, echo=lambda line: echo(f"  {line}"), overwrite=False)
+        return
+    import papermill
+
+    folder = Path(config.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    parameters = {**asdict(config), "out": str(folder.resolve())}
+    papermill.execute_notebook(str(ROOT / "notebooks" / "08_paper_replication.ipynb"),
+                               str(folder / "08_paper_replication.ipynb"),
+                               parameters={"config": parameters, "output_dir": parameters["out"]},
+                               progress_bar=False, cwd=str(ROOT / "notebooks"))
+    if not (folder / "metrics.json").exists():
+        raise RuntimeError("the notebook finished without writing metrics.json")
+
+
+def results_rows(cells) -> list[dict]:
+    """One row per cell: its settings, status and scores."""
+    rows = []
+    for name, config in cells:
+        folder = Path(config.out)
+        row = {"cell": name, "task": config.task, "teacher": config.teacher if config.method != "raw" else "",
+               "student": config.student, "method": config.method, "distillation_weight": config.distillation_weight,
+               "train_fraction": config.train_fraction, "seed": config.seed, "status": "pending"}
+        if (folder / "metrics.json").exists():
+            metrics = json.loads((folder / "metrics.json").read_text())
+            row.update(status="done", metric=metrics["metric"], score=metrics["scores"][metrics["metric"]],
+                       em=metrics["scores"].get("em", ""), n_train=metrics["n_train"], steps=metrics["steps"],
+                       seconds=metrics["seconds"])
+        elif (folder / "error.txt").exists():
+            row.update(status="failed", error=(folder / "error.txt").read_text().strip().splitlines()[-1][:300])
+        rows.append(row)
+    return rows
+
+
+def write_results(out: Path, cells) -> None:
+    rows = results_rows(cells)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(out / "results.csv", buffer.getvalue())
+    write_atomically(out / "results.md", summarise(rows))
+
+
+def summarise(rows: list[dict]) -> str:
+    """A markdown table: one line per setting, mean and spread over seeds, the paper's number."""
+    groups: dict = {}
+    for row in rows:
+        if row["status"] != "done":
+            continue
+        key = tuple(row[k] for k in ("task", "teacher", "student", "method", "distillation_weight", "train_fraction"))
+        groups.setdefault(key, []).append(row)
+    lines = ["| task | teacher | student | method | lambda | fraction | metric | score (mean ± sd) | seeds | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, members in groups.items():
+        task, teacher, student, method, weight, fraction = key
+        scores = [float(m["score"]) for m in members]
+        spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
+        paper = paper_number(task, teacher, student, method, weight, fraction)
+        lines.append(f"| {task} | {teacher or '-'} | {student} | {method} | {weight if method == 'uld' else '-'} | "
+                     f"{fraction} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | {len(scores)} | "
+                     f"{'-' if paper is None else f'{paper:.2f}'} |")
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed cells:", *(f"- {row['cell']}: {row.get('error', '')}" for row in failed)]
+    return "\n".join(lines) + "\n"
+
+
+_PAPER_DATASETS = {"squad": "squad", "qed": "qed", "fairytaleqa": "FairytaleQA", "pubmedqa": "pubmed_qa",
+                   "dialogsum": "dialogsum"}
+_PAPER_METRICS = {"f1": "f1", "rougeLsum": "rougeLsum", "bertscore": "f1_bert"}
+
+
+def paper_number(task: str, teacher: str, student: str, method: str, weight: float, fraction: float) -> float | None:
+    """The paper's score for this setting (`data/paper_results.csv`), or None when it has none.
+
+    >>> paper_number("squad", "meta-llama/Llama-2-7b-chat-hf", "EleutherAI/pythia-410m-deduped", "uld", 1.5, 1.0)
+    74.14
+    """
+    from uld.data import TASKS
+
+    if task not in _PAPER_DATASETS or method not in ("seqkd", "uld") or (method == "uld" and weight != 1.5):
+        return None
+    run = "d0" if method == "seqkd" else "d1.5"
+    if fraction != 1.0:
+        run += f"_{fraction:g}"
+    metric = _PAPER_METRICS[TASKS[task].metric]
+    with open(ROOT / "data" / "paper_results.csv", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if (row["dataset"], row["student"], row["teacher_or_setting"], row["run"]) == (
+                    _PAPER_DATASETS[task], student.split("/")[-1], teacher.split("/")[-1], run) and row[metric]:
+                return float(row[metric])
+    return None
+
+
+def _figure(out: Path, cells) -> None:
+    """Bars per task and method (mean over seeds, each seed a dot) in ``results.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in results_rows(cells) if row["status"] == "done"]
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    if not tasks:
+        return
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        labels = list(dict.fromkeys(_label(row) for row in rows if row["task"] == task))
+        for x, label in enumerate(labels):
+            scores = [float(row["score"]) for row in rows if row["task"] == task and _label(row) == label]
+            axis.bar(x, statistics.mean(scores), color="#9ab" if "uld" not in label else "#d84", alpha=0.8)
+            axis.scatter([x] * len(scores), scores, color="black", s=10, zorder=3)
+        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        axis.set_title(task)
+        axis.set_ylabel(next(row["metric"] for row in rows if row["task"] == task))
+    figure.tight_layout()
+    figure.savefig(out / "results.png", dpi=110)
+    plt.close(figure)
+
+
+def _label(row: dict) -> str:
+    label = row["method"]
+    if row["method"] == "uld" and float(row["distillation_weight"]) != 1.5:
+        label += f" λ={row['distillation_weight']}"
+    if float(row["train_fraction"]) != 1.0:
+        label += f" {float(row['train_fraction']):.0%}"
+    return label
+
+
+def _normalised(settings: dict) -> dict:
+    """``settings`` without those its method does not read (they take their defaults)."""
+    ignored = _IGNORED.get(settings.get("method", DistillConfig.method), ())
+    return {k: v for k, v in settings.items() if k not in ignored}
+
+
+def _cell_name(config: DistillConfig, axes: list[str]) -> str:
+    """``method`` then each varied setting, e.g. ``uld-extractive_qa-lambda1.5-seed0``: text
+    values as they are (a hub id's last part), numbers after a short name; safe as a folder name."""
+    parts = [config.method]
+    for key in axes:
+        value = getattr(config, key)
+        if key != "method":
+            parts.append(_slug(value) if isinstance(value, str) else f"{_SHORT.get(key, key)}{_slug(value)}")
+    return "-".join(parts)
+
+
+def _slug(value) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in str(value).split("/")[-1])
+
+
+def _teacher_key(config: DistillConfig) -> str:
+    """What the teacher's answers depend on, as a short readable folder name."""
+    settings = [config.teacher, config.task, config.teacher_shots, config.max_new_tokens, config.teacher_dtype,
+                config.train_limit, config.seed if config.teacher_shots else 0]
+    digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:10]
+    return f"{_slug(config.teacher)}-{config.task}-{digest}"
+
+
+def _first_line(failure: Exception) -> str:
+    text = str(failure).strip().splitlines()
+    return f"{type(failure).__name__}: {text[0] if text else ''}"
