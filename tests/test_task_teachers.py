@@ -7,8 +7,9 @@ import json
 import pytest
 
 from uld.data import load_task
-from uld.models import load_model, load_tokenizer
-from uld.task_teachers import TeacherRecipe, _training_examples, materialise_task_teacher, train_task_teacher
+from uld.models import load_model
+from uld.task_teachers import (FIRST_INDEX, TeacherRecipe, fresh_records, materialise_task_teacher,
+                               train_task_teacher)
 
 TINY = TeacherRecipe(steps=12, batch_size=4, checkpoint_every=5, validation_rows=4, warmup_steps=2)
 
@@ -43,15 +44,14 @@ def test_a_task_teacher_trains_resumes_and_loads_by_name(tmp_path, monkeypatch):
     assert type(model).__name__ == "LlamaForCausalLM" and len(steps) == TINY.steps - 5
 
 
-def test_teachers_never_train_on_a_committed_record(tmp_path):
-    tokenizer = load_tokenizer("default-teacher", tmp_path)
-    recipe = TeacherRecipe(steps=25, batch_size=8)
-    examples = _training_examples("extractive_qa", recipe, tokenizer, lambda row, context: context,
-                                  __import__("uld.data", fromlist=["tokenize_dataset"]).tokenize_dataset)
-    assert len(examples) == 200
-    committed = {tuple(tokenizer(row["context"])["input_ids"][:40]) for split in ("train", "validation", "test")
-                 for row in load_task("extractive_qa", split)}
-    assert not any(tuple(example["input_ids"][:40]) in committed for example in examples)
+@pytest.mark.parametrize("task", ["extractive_qa", "dialogue_summary"])
+def test_teachers_never_train_on_a_committed_record(task):
+    records = fresh_records(task, 300)
+    committed = {(row["context"], row["question"]) for split in ("train", "validation", "test")
+                 for row in load_task(task, split)}
+    assert len(records) == 300 and all(int(r["id"].rsplit("-", 1)[1]) >= FIRST_INDEX for r in records)
+    assert not {(r["context"], r["question"]) for r in records} & committed
+    assert fresh_records(task, 300) == records and fresh_records(task, 300, seed=1) != records
 
 
 def test_only_embedded_tasks_have_teachers(tmp_path):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from uld.cache import write_atomically
 from uld.distill import DistillConfig
+from uld.trainer import NEEDS_TEACHER_ANSWERS
 
 __all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT_COLUMNS"]
 
@@ -75,7 +76,8 @@ class Grid:
                 continue
             seen.add(name)
             config.out = str(out / "cells" / name)
-            config.teacher_outputs = str(out / "teacher" / _teacher_key(config))
+            if config.method in NEEDS_TEACHER_ANSWERS:
+                config.teacher_outputs = str(out / "teacher" / _teacher_key(config))
             cells.append((name, config))
         self.cells = cells
         return cells
@@ -305,7 +307,7 @@ def _cell_name(config: DistillConfig, axes: list[str]) -> str:
 
 
 def _slug(value) -> str:
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in str(value).split("/")[-1])
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(value).split("/")[-1])
 
 
 def _teacher_key(config: DistillConfig) -> str:

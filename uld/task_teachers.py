@@ -32,7 +32,7 @@ from pathlib import Path
 
 from uld.cache import cache_dir
 
-__all__ = ["TASK_TEACHERS", "TeacherRecipe", "materialise_task_teacher", "train_task_teacher"]
+__all__ = ["TASK_TEACHERS", "TeacherRecipe", "fresh_records", "materialise_task_teacher", "train_task_teacher"]
 
 TASK_TEACHERS = {f"teacher-{task}": task for task in ("extractive_qa", "generative_qa", "dialogue_summary")}
 FIRST_INDEX = 100_000  # generator indices of the training records: past every committed one
@@ -119,22 +119,28 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
     return Path(folder)
 
 
-def _training_examples(task, recipe: TeacherRecipe, tokenizer, render, tokenize_dataset) -> list[dict]:
-    """``steps * batch_size`` tokenised fresh records, shuffled with the recipe's seed."""
-    from datasets import Dataset
-
+def fresh_records(task: str, count: int, seed: int = 0) -> list[dict]:
+    """``count`` generated records of ``task`` that no committed split holds, shuffled."""
     from uld.data import load_task
     from uld.embedded import EMBEDDED_TASKS
 
     committed = {(row["context"], row["question"]) for split in ("train", "validation", "test")
                  for row in load_task(task, split)}
-    wanted, records, index = recipe.steps * recipe.batch_size, [], FIRST_INDEX
-    while len(records) < wanted:
+    records, index = [], FIRST_INDEX
+    while len(records) < count:
         record = EMBEDDED_TASKS[task](index)
         index += 1
         if (record["context"], record["question"]) not in committed:
             records.append(record)
-    random.Random(recipe.seed).shuffle(records)
+    random.Random(seed).shuffle(records)
+    return records
+
+
+def _training_examples(task, recipe: TeacherRecipe, tokenizer, render, tokenize_dataset) -> list[dict]:
+    """``steps * batch_size`` tokenised fresh records."""
+    from datasets import Dataset
+
+    records = fresh_records(task, recipe.steps * recipe.batch_size, recipe.seed)
     dataset, report = tokenize_dataset(Dataset.from_list(records), tokenizer, render, is_encoder_decoder=False,
                                        max_length=recipe.max_length)
     if report["too_long"]:
