@@ -113,8 +113,10 @@ class DistillConfig:
         return cls(**values)
 
 
-def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False) -> dict:
+def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False, progress: bool = True) -> dict:
     """Run ``config`` and return its metrics (also in ``<out>/metrics.json``).
+
+    ``progress=False`` hides the progress bars (teacher answers, cache, Trainer, loading).
 
     Raises `RunFinished` when ``<out>`` already holds a finished run and not ``overwrite``.
     """
@@ -131,6 +133,10 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
                              generate_answers)
 
     started = time.perf_counter()
+    if not progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
     set_seed(config.seed)
     run = Path(config.out)
     if (run / "metrics.json").exists() and not overwrite:
@@ -152,7 +158,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
         teacher = _LazyTeacher(config, student.device)
         teacher_tokenizer = load_tokenizer(config.teacher) if config.method in NEEDS_TEACHER_ANSWERS else None
         if config.method in NEEDS_TEACHER_ANSWERS:
-            train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo)
+            train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo, progress)
         pairs, report = build_pairs(train, kind=spec.kind, method=config.method, student_tokenizer=student_tokenizer,
                                     teacher_tokenizer=teacher_tokenizer, student_is_encoder_decoder=student_is_encoder_decoder,
                                     max_length=config.max_length, shots=config.teacher_shots, seed=config.seed)
@@ -163,7 +169,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
             cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache" / name,
                                         top_k=config.teacher_cache_top_k,
                                         temperature=config.teacher_temperature,
-                                        pad_token_id=teacher_tokenizer.pad_token_id, progress=True)
+                                        pad_token_id=teacher_tokenizer.pad_token_id, progress=progress)
             report["teacher_cache_bytes_per_token"] = cache.bytes_per_token
             teacher.release()
         evaluating = config.eval_steps is not None
@@ -172,7 +178,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
                                  learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                                  lr_scheduler_type="linear", **_warmup(0.1), logging_steps=config.logging_steps,
                                  save_strategy="epoch", save_total_limit=1, report_to=[], remove_unused_columns=False,
-                                 seed=config.seed, use_cpu=not torch.cuda.is_available(),
+                                 seed=config.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
                                  **({"eval_strategy": "steps", "eval_steps": config.eval_steps} if evaluating else {}))
         loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(config.method)
         loss_fn = loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
@@ -195,6 +201,10 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False)
                                        teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None,
                                        teacher_cache=cache))
         teacher.release()  # the trainer holds it where it needs it
+        if not progress:  # without bars the Trainer prints every log line instead
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         resume = any((run / "checkpoints").glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=True if resume else None)
         report["log_history"] = trainer.state.log_history
@@ -243,7 +253,8 @@ class _LazyTeacher:
         self.model = None
 
 
-def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: DistillConfig, spec, folder: Path, echo):
+def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: DistillConfig, spec, folder: Path, echo,
+                          progress: bool):
     """``train`` with its ``teacher_answer`` column, generating (resumably) what is missing."""
     from uld.teacher import generate_teacher_answers, load_teacher_answers
 
@@ -253,7 +264,7 @@ def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: Disti
         echo(f"teacher answers for {len(train)} training questions")
         return generate_teacher_answers(teacher.get(), tokenizer, train, kind=spec.kind, run_dir=folder,
                                         shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
-                                        seed=config.seed, progress=True)
+                                        seed=config.seed, progress=progress)
 
 
 def _warmup(ratio: float) -> dict:

@@ -41,7 +41,7 @@ def run_experiment(base: dict, axes: dict, out, echo=print) -> list[Run]:
     from uld.replicate import Grid, run_grid
 
     grid = Grid(dict(base), dict(axes))
-    report = run_grid(grid, Path(out), echo=echo)
+    report = run_grid(grid, Path(out), echo=echo, progress=False)
     if report["failed"]:
         name, line = next(iter(report["failed"].items()))
         raise RuntimeError(f"{len(report['failed'])} cells failed, first {name}: {line}")

@@ -124,7 +124,7 @@ def _filled(settings: dict) -> dict:
         raise ValueError(f"a grid value names an unknown setting: {missing}") from None
 
 
-def run_grid(grid: Grid, out, echo=print, only_failed: bool = False) -> dict:
+def run_grid(grid: Grid, out, echo=print, progress: bool = True) -> dict:
     """Run every unfinished cell of ``grid`` into ``out``; returns ``{"done", "skipped", "failed"}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def run_grid(grid: Grid, out, echo=print, only_failed: bool = False) -> dict:
             continue
         echo(f"[{number}/{len(cells)}] {name}")
         try:
-            _run_cell(grid.runner, config, echo)
+            _run_cell(grid.runner, config, echo, progress)
             report["done"].append(name)
             (Path(config.out) / "error.txt").unlink(missing_ok=True)
         except KeyboardInterrupt:
@@ -155,11 +155,11 @@ def run_grid(grid: Grid, out, echo=print, only_failed: bool = False) -> dict:
     return report
 
 
-def _run_cell(runner: str, config: DistillConfig, echo) -> None:
+def _run_cell(runner: str, config: DistillConfig, echo, progress: bool) -> None:
     if runner == "distill":
         from uld.distill import run_distillation
 
-        run_distillation(config, echo=lambda line: echo(f"  {line}"), overwrite=False)
+        run_distillation(config, echo=lambda line: echo(f"  {line}"), overwrite=False, progress=progress)
         return
     import papermill
 
@@ -169,7 +169,7 @@ def _run_cell(runner: str, config: DistillConfig, echo) -> None:
     papermill.execute_notebook(str(ROOT / "notebooks" / "08_paper_replication.ipynb"),
                                str(folder / "08_paper_replication.ipynb"),
                                parameters={"config": parameters, "output_dir": parameters["out"]},
-                               progress_bar=False, cwd=str(ROOT / "notebooks"))
+                               progress_bar=progress, cwd=str(ROOT / "notebooks"))
     if not (folder / "metrics.json").exists():
         raise RuntimeError("the notebook finished without writing metrics.json")
 
