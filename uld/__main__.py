@@ -2,7 +2,7 @@
 
     python -m uld notebooks --preset {ci,cpu,gpu} --out DIR [--only PATTERN] [--in-place]
     python -m uld data [--out DIR]      # regenerate the embedded offline tasks
-    python -m uld assets [--out DIR]    # real tokenizers and tiny models, offline, into the cache
+    python -m uld assets [--out DIR] [--teachers]   # real tokenizers, tiny models (and task teachers) into the cache
     python -m uld distill --config FILE [--set key=value ...] --out DIR [--overwrite]   # one run
     python -m uld replicate --grid FILE --out DIR     # a grid of runs, resumable, results table
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=None, help="a different seed gives different tasks")
     assets = commands.add_parser("assets", help="materialise real tokenizers and tiny models offline")
     assets.add_argument("--out", type=Path, default=None, help="cache folder (default: $ULD_CACHE or ~/.cache/uld)")
+    assets.add_argument("--teachers", action="store_true", help="also train the task teachers (minutes each)")
     distill = commands.add_parser("distill", help="one run: teacher answers, training, evaluation")
     distill.add_argument("--config", type=Path, help="YAML file of DistillConfig fields (see configs/)")
     distill.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one field")
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     if args.command == "assets":
         from uld.models import materialise_assets
 
-        report = materialise_assets(args.out)
+        report = materialise_assets(args.out, teachers=args.teachers)
         print(f"assets: {len(report['made'])} made, {len(report['present'])} already present, "
               f"{len(report['skipped'])} skipped")
         return 0

