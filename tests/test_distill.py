@@ -87,7 +87,7 @@ def test_cli_refuses_to_overwrite_a_finished_run(tmp_path):
 
 
 def test_the_shipped_configs_load():
-    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+    for path in sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "paper").glob("*.yaml")):
         config = DistillConfig.load(path, out="x")
         assert config.method == "uld"
     assert DistillConfig.load(ROOT / "configs" / "paper" / "squad.yaml", out="x").teacher_shots == 1
@@ -106,9 +106,11 @@ def test_kl_across_two_tokenizers_is_refused_clearly(tmp_path):
         run_distillation(DistillConfig(method="kl", out=str(tmp_path), **TINY), echo=lambda line: None)
 
 
-def test_uld_distils_an_encoder_decoder_student(tmp_path):
-    results = run_distillation(DistillConfig(method="uld", student="tiny-mt5", teacher="tiny-llama",
-                                             out=str(tmp_path), **TINY), echo=lambda line: None)
+@pytest.mark.parametrize("student, teacher, cached", [("tiny-mt5", "tiny-llama", False),
+                                                      ("default-student-mt5", "default-teacher", True)])
+def test_uld_distils_an_encoder_decoder_student(tmp_path, student, teacher, cached):
+    results = run_distillation(DistillConfig(method="uld", student=student, teacher=teacher, teacher_cache=cached,
+                                             out=str(tmp_path), **TINY), echo=lambda line: None, progress=False)
     distillation = [entry["distillation"] for entry in results["log_history"] if "distillation" in entry]
     assert results["n_train"] == 16 and distillation and all(value > 0 for value in distillation)
 

@@ -67,7 +67,7 @@ class DistillConfig:
     teacher_dtype: str | None = None  # e.g. bfloat16, as the paper ran its teachers
     logging_steps: int = 10
     eval_steps: int | None = None  # score the validation split every this many steps (learning curve)
-    seed: int = 0
+    seed: int = 0  # the Trainer's seed: data order (a student starts from its saved weights)
 
     def __post_init__(self):
         for item in fields(self):
