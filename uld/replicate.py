@@ -257,16 +257,14 @@ def paper_number(task: str, teacher: str, student: str, method: str, weight: flo
 
 def _figure(out: Path, cells) -> None:
     """Bars per task and method (mean over seeds, each seed a dot) in ``results.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) stays as it is
 
     rows = [row for row in results_rows(cells) if row["status"] == "done"]
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     if not tasks:
         return
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    figure = Figure(figsize=(4.5 * len(tasks), 3.6))
+    axes = figure.subplots(1, len(tasks), squeeze=False)
     for axis, task in zip(axes[0], tasks):
         labels = list(dict.fromkeys(_label(row) for row in rows if row["task"] == task))
         for x, label in enumerate(labels):
@@ -278,7 +276,6 @@ def _figure(out: Path, cells) -> None:
         axis.set_ylabel(next(row["metric"] for row in rows if row["task"] == task))
     figure.tight_layout()
     figure.savefig(out / "results.png", dpi=110)
-    plt.close(figure)
 
 
 def _label(row: dict) -> str:
