@@ -23,7 +23,6 @@ from scratch on 1,500 examples).
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -71,9 +70,8 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
     import torch
     from tqdm.auto import tqdm
 
-    from uld.cache import replaced_folder
-    from uld.data import TASKS, collate, load_task, tokenize_dataset
-    from uld.models import load_model, load_tokenizer
+    from uld.data import TASKS, collate
+    from uld.models import _save, load_model, load_tokenizer
     from uld.prompts import teacher_prompt
 
     if task not in TASK_TEACHERS.values():
@@ -83,7 +81,7 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
     kind = TASKS[task].kind
     tokenizer, model = load_tokenizer(recipe.base, cache), load_model(recipe.base, cache=cache)
     render = (lambda row, context: teacher_prompt(tokenizer, kind, context, row["question"], []))
-    examples = _training_examples(task, recipe, tokenizer, render, tokenize_dataset)
+    examples = _training_examples(task, recipe, tokenizer, render)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, betas=(0.9, 0.98), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _learning_rate_factor(step, recipe))
     scratch = Path(folder).with_name(Path(folder).name + ".partial")
@@ -107,13 +105,10 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
             _checkpoint(scratch / "checkpoint.pt", recipe, step, model, optimizer, schedule)
     bar.close()
     model.eval()
-    scores = _validation_scores(model, tokenizer, task, kind, recipe.validation_rows, load_task)
+    scores = _validation_scores(model, tokenizer, task, kind, recipe.validation_rows)
     record = {"name": f"teacher-{task}", "task": task, "recipe": asdict(recipe), "trained_examples": len(examples),
               "seconds": round(time.perf_counter() - started, 1), "validation": scores, "shots": 0}
-    with replaced_folder(folder) as target:
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
-        (target / "uld.json").write_text(json.dumps(record, indent=1))
+    _save(Path(folder), model, tokenizer, record)
     echo(f"teacher-{task}: validation {', '.join(f'{k} {v:.1f}' for k, v in scores.items())} "
          f"after {record['seconds']:.0f} s")
     return Path(folder)
@@ -136,9 +131,11 @@ def fresh_records(task: str, count: int, seed: int = 0) -> list[dict]:
     return records
 
 
-def _training_examples(task, recipe: TeacherRecipe, tokenizer, render, tokenize_dataset) -> list[dict]:
+def _training_examples(task, recipe: TeacherRecipe, tokenizer, render) -> list[dict]:
     """``steps * batch_size`` tokenised fresh records."""
     from datasets import Dataset
+
+    from uld.data import tokenize_dataset
 
     records = fresh_records(task, recipe.steps * recipe.batch_size, recipe.seed)
     dataset, report = tokenize_dataset(Dataset.from_list(records), tokenizer, render, is_encoder_decoder=False,
@@ -181,8 +178,8 @@ def _resume(path: Path, recipe, model, optimizer, schedule) -> int:
     return state["step"]
 
 
-def _validation_scores(model, tokenizer, task, kind, rows, load_task) -> dict:
-    from uld.data import TASKS
+def _validation_scores(model, tokenizer, task, kind, rows) -> dict:
+    from uld.data import TASKS, load_task
     from uld.generation import greedy_first_lines
     from uld.metrics import exact_match, score
     from uld.prompts import teacher_prompt
