@@ -115,7 +115,7 @@ def test_05_distils_across_tokenizers(ci_run):
     metrics = metrics_of(ci_run, "05")
     assert metrics["vocabulary_overlap"] < 0.6 and set(metrics["scores"]) == {"raw", "sft", "seqkd", "uld"}
     assert metrics["scores"]["raw"] <= 5 and metrics["teacher_cache_bytes_per_token"] == 256 * 2 + 4
-    assert metrics["uld_vs_seqkd_separated"] is False  # one seed in ci: never called separated
+    assert metrics["uld_vs_seqkd_verdict"] == "inconclusive"  # one seed in ci: the noise is unmeasured
 
 
 def test_06_encoder_decoder_students(ci_run):

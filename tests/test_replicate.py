@@ -77,6 +77,7 @@ def test_a_batch_resumes_records_failures_and_aggregates(tmp_path):
     table = (out / "results.md").read_text()
     assert "| extractive_qa | default-teacher | default-student | uld | 1.5 | 1.0 | f1 |" in table
     assert "| 2 | - |" in table and "Failed cells:" in table
+    assert "| uld − seqkd |" not in table  # no seqkd in this grid: uld has no baseline to be measured against
     assert (out / "results.png").stat().st_size > 0
     # A rerun skips finished cells and redoes an interrupted one (no metrics.json yet).
     interrupted = out / "cells" / "uld-default-student-seed1"
@@ -125,5 +126,10 @@ def test_the_ci_grid_runs_through_the_cli(tmp_path):
     assert len(rows) == 7 and {r["status"] for r in rows} == {"done"}  # raw once, 3 methods x 2 seeds
     assert {r["method"] for r in rows} == {"raw", "sft", "seqkd", "uld"}
     assert "| uld |" in done.stdout and "7 run, 0 already finished, 0 failed" in done.stdout
+    table = (tmp_path / "ci" / "results.md").read_text()
+    for pair in ("uld − seqkd", "seqkd − sft", "sft − raw"):
+        line = next(line for line in table.splitlines() if f"| {pair} |" in line)
+        assert line.split("|")[7].strip() in ("above", "below", "inconclusive")
+        assert "2 x" in line and "12 questions" in line
     grid = json.loads((tmp_path / "ci" / "grid.json").read_text())
     assert len(grid["cells"]) == 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from uld import tokenizers
-from uld.tokenizers import AssetUnavailable, load_real_tokenizer, token_surfaces, train_tokenizer
+from uld.tokenizers import AssetUnavailable, load_real_tokenizer, restrict_tokenizer, token_surfaces, train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,30 @@ def test_training_twice_gives_the_same_ids(kind):
     assert first.get_vocab() == second.get_vocab()
     sentence = "Chiara was born in Ghent in 1962."
     assert first.decode(first(sentence)["input_ids"]) == sentence
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_a_restricted_tokenizer_segments_its_texts_as_the_real_one(cache, name):
+    real = load_real_tokenizer(name, cache)
+    texts = ["Zeno Yilmaz was born in Bologna in 1956.", "Question: Who is older, Ada or Bo?\nAnswer: Ada."]
+    small = restrict_tokenizer(real, texts)
+    assert len(small) < 400 < len(real)
+    for text in texts:
+        assert small.tokenize(text) == real.tokenize(text)
+        assert small.decode(small(text, add_special_tokens=False)["input_ids"]) == text
+    unseen = "Quixotic zebras, 12 euros: déjà vu!"
+    assert small.decode(small(unseen, add_special_tokens=False)["input_ids"]) == unseen  # smaller pieces, same text
+    assert sorted(small.get_vocab().values()) == list(range(len(small)))
+    assert small.eos_token == real.eos_token
+
+
+def test_split_digits_writes_numbers_digit_by_digit(cache):
+    small = restrict_tokenizer(load_real_tokenizer("gpt2", cache), ["born in 1956 with 12 cats"], split_digits=True)
+    assert small.tokenize(" 1956") == ["Ġ1", "9", "5", "6"]
+    assert small.tokenize(" cats") == ["Ġcats"]
+
+
+def test_only_bpe_tokenizers_can_be_restricted():
+    unigram = train_tokenizer(["the cat sat on the mat"] * 50, kind="unigram", vocab_size=40)
+    with pytest.raises(ValueError, match="needs a BPE tokenizer"):
+        restrict_tokenizer(unigram, ["the cat"])

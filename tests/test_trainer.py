@@ -8,8 +8,9 @@ from transformers import TrainingArguments
 
 from uld import ULDLoss
 from uld.data import load_task
+from uld.evaluation import answer_questions
 from uld.models import load_model, load_tokenizer
-from uld.trainer import DistillationTrainer, PairCollator, build_pairs, generate_answers
+from uld.trainer import DistillationTrainer, PairCollator, build_pairs
 
 
 def test_pairs_hold_each_side_in_its_own_tokens(pair):
@@ -58,7 +59,7 @@ def test_training_moves_the_student_and_logs_the_components(pair, method, tmp_pa
         assert all(abs(e["loss"] - e["crossentropy"] - e["distillation"]) < 1e-3 * e["loss"] for e in logs)
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, pair["teacher"].parameters()))
-    answers = generate_answers(student, pair["student_tokenizer"], load_task("extractive_qa", "test", limit=5),
+    answers = answer_questions(student, pair["student_tokenizer"], load_task("extractive_qa", "test", limit=5),
                                kind="extractive_qa", max_new_tokens=6)
     assert len(answers) == 5 and all("\n" not in a for a in answers)
 

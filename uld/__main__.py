@@ -5,6 +5,8 @@
     python -m uld assets [--out DIR] [--teachers]   # real tokenizers, tiny models (and task teachers) into the cache
     python -m uld distill --config FILE [--set key=value ...] --out DIR [--overwrite]   # one run
     python -m uld replicate --grid FILE --out DIR     # a grid of runs, resumable, results table
+    python -m uld train-teacher --task TASK --out DIR [--set field=value ...]   # a task teacher (TeacherRecipe)
+    python -m uld evaluate --model NAME --task TASK --out DIR [--split test] [--tasks-dir DIR] [--shots N] [--limit N]
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
 on standard error says why).
@@ -46,7 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     replicate = commands.add_parser("replicate", help="a grid of runs (configs/grids), resumable, aggregated")
     replicate.add_argument("--grid", required=True, type=Path, help="grid file (base, grid, runner)")
     replicate.add_argument("--out", required=True, type=Path, help="folder for cells, results.csv/.md/.png")
+    teacher = commands.add_parser("train-teacher", help="train a task teacher on fresh records of an embedded task")
+    teacher.add_argument("--task", required=True, help="extractive_qa, generative_qa or dialogue_summary")
+    teacher.add_argument("--out", required=True, type=Path, help="the teacher's folder (e.g. data/teachers/TASK)")
+    teacher.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                         help="a TeacherRecipe field, e.g. steps=4000")
+    evaluate = commands.add_parser("evaluate", help="score one model on one task with its own prompt")
+    evaluate.add_argument("--model", required=True, help="a kit model, a folder or a hub id")
+    evaluate.add_argument("--task", required=True, help="a task name (uld.data.TASKS)")
+    evaluate.add_argument("--split", default="test", help="train, validation, test or eval (default: test)")
+    evaluate.add_argument("--tasks-dir", type=Path, default=None,
+                          help="read embedded tasks from this folder (python -m uld data --out DIR --seed N)")
+    evaluate.add_argument("--shots", type=_count, default=0, help="few-shot examples in a teacher prompt")
+    evaluate.add_argument("--limit", type=_count, default=None, help="the first N questions only")
+    evaluate.add_argument("--prompt", choices=("teacher", "student"), default=None,
+                          help="override the prompt (default: teacher for the kit's teachers, else student)")
+    evaluate.add_argument("--out", required=True, type=Path, help="folder for metrics.json and predictions.jsonl")
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -101,6 +126,33 @@ def main(argv=None) -> int:
         print(f"replicate: {len(report['done'])} run, {len(report['skipped'])} already finished, "
               f"{len(report['failed'])} failed; results in {args.out / 'results.csv'}, {args.out / 'results.png'}")
         return 1 if report["failed"] else 0
+    if args.command == "train-teacher":
+        from uld.task_teachers import recipe_from, train_task_teacher
+
+        try:
+            recipe = recipe_from(args.set)
+            if (args.out / "uld.json").exists():
+                raise ValueError(f"{args.out} already holds a trained teacher; remove it to train again")
+            train_task_teacher(args.task, args.out, recipe)
+        except ValueError as problem:
+            print(f"python -m uld train-teacher: error: {str(problem).splitlines()[0]}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "evaluate":
+        from uld.data import TaskUnavailable
+        from uld.evaluation import evaluate_model
+        from uld.models import ModelUnavailable
+
+        if args.limit == 0:
+            print("python -m uld evaluate: error: --limit must be at least 1", file=sys.stderr)
+            return 2
+        try:
+            evaluate_model(args.model, args.task, args.out, split=args.split, tasks_dir=args.tasks_dir,
+                           shots=args.shots, limit=args.limit, prompt=args.prompt)
+        except (ValueError, OSError, ModelUnavailable, TaskUnavailable) as problem:
+            print(f"python -m uld evaluate: error: {str(problem).splitlines()[0]}", file=sys.stderr)
+            return 2
+        return 0
     return 2
 
 

@@ -126,11 +126,10 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     from uld.cache import write_atomically
     from uld.data import TASKS, load_task
     from uld.loss import TokenKLLoss, ULDLoss
-    from uld.metrics import exact_match, score
+    from uld.evaluation import answer_questions, score_answers, write_predictions
     from uld.models import fit_embeddings, load_model, load_tokenizer
     from uld.teacher_cache import build_teacher_cache, pairs_fingerprint
-    from uld.trainer import (NEEDS_TEACHER_ANSWERS, DistillationTrainer, HeldOutScore, PairCollator, build_pairs,
-                             generate_answers)
+    from uld.trainer import NEEDS_TEACHER_ANSWERS, DistillationTrainer, HeldOutScore, PairCollator, build_pairs
 
     started = time.perf_counter()
     if not progress:
@@ -210,15 +209,10 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         report["log_history"] = trainer.state.log_history
 
     echo(f"evaluating on {len(evaluation)} {spec.eval_split} questions")
-    predictions = generate_answers(student, student_tokenizer, evaluation, kind=spec.kind,
+    predictions = answer_questions(student, student_tokenizer, evaluation, kind=spec.kind,
                                    max_new_tokens=config.max_new_tokens, max_length=config.max_length)
-    references = evaluation["answers"]
-    scores = {spec.metric: score(spec.metric, predictions, references)}
-    if spec.kind != "summarization":
-        scores["em"] = exact_match(predictions, references)
-    write_atomically(run / "predictions.jsonl", "".join(
-        json.dumps({"id": i, "prediction": p, "references": r}, ensure_ascii=False) + "\n"
-        for i, p, r in zip(evaluation["id"], predictions, references)))
+    scores = score_answers(config.task, predictions, evaluation["answers"])
+    write_predictions(run, evaluation, predictions)
     log_history = report.get("log_history", [])
     results = {"scores": scores, "metric": spec.metric, "method": config.method, "task": config.task,
                "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else None, "student": config.student,

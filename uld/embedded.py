@@ -32,7 +32,7 @@ import random
 from pathlib import Path
 
 __all__ = ["EMBEDDED_TASKS", "SPLIT_SIZES", "generate", "write_tasks", "extractive_record", "generative_record",
-           "dialogue_record"]
+           "dialogue_record", "every_question"]
 
 SEED = 2024
 SPLIT_SIZES = {"train": 1500, "validation": 150, "test": 150}
@@ -138,44 +138,71 @@ def _record_rng(task: str, index: int, seed: int) -> random.Random:
 def extractive_record(index: int, seed: int = SEED) -> dict:
     """One extractive QA record: the answer is a span of the context."""
     rng = _record_rng("extractive_qa", index, seed)
-    taken: set = set()
-    people = [_person(rng, taken) for _ in range(rng.randint(2, 3))]
-    context = _paragraph(rng, people)
-    p = rng.choice(people)
-    question, answer = rng.choice([
-        (f"Where was {p['name']} born?", p["city"]),
-        (f"In which year was {p['name']} born?", str(p["born"])),
-        (f"What is {p['name']}'s job?", p["job"]),
-        (f"Where does {p['name']} work?", p["org"]),
-        (f"How many {p['animal']} does {p['name']} have?", str(p["pets"])),
-        (f"When did {p['name']} join {p['org']}?", str(p["joined"])),
-    ])
+    people, context = _people_and_paragraph(rng)
+    question, answer = rng.choice(_extractive_questions(rng.choice(people)))
     return dict(id=f"extractive_qa-{index:05d}", context=context, question=question, answers=[answer])
 
 
 def generative_record(index: int, seed: int = SEED) -> dict:
     """One generative QA record: the answer is composed from several facts."""
     rng = _record_rng("generative_qa", index, seed)
+    people, context = _people_and_paragraph(rng)
+    question, answer = rng.choice(_generative_questions(*rng.sample(people, 2)))
+    return dict(id=f"generative_qa-{index:05d}", context=context, question=question, answers=[answer])
+
+
+def every_question(task: str, index: int, seed: int = SEED) -> tuple[str, list[tuple[str, str]]]:
+    """Record ``index``'s context with every question the generator could have asked of it.
+
+    The record itself asks one of them; a teacher trained on all of them reads each
+    paragraph many times over (`uld.task_teachers`). A dialogue has one question.
+
+    >>> context, questions = every_question("extractive_qa", 0)
+    >>> extractive_record(0)["question"] in [q for q, _ in questions], len(questions) >= 12
+    (True, True)
+    """
+    if task == "dialogue_summary":
+        record = dialogue_record(index, seed)
+        return record["context"], [(record["question"], record["answers"][0])]
+    people, context = _people_and_paragraph(_record_rng(task, index, seed))
+    if task == "extractive_qa":
+        return context, [pair for p in people for pair in _extractive_questions(p)]
+    if task == "generative_qa":
+        return context, [pair for a in people for b in people if a is not b for pair in _generative_questions(a, b)]
+    raise ValueError(f"unknown embedded task {task!r}; choose from {', '.join(EMBEDDED_TASKS)}")
+
+
+def _people_and_paragraph(rng: random.Random) -> tuple[list[dict], str]:
     taken: set = set()
     people = [_person(rng, taken) for _ in range(rng.randint(2, 3))]
-    context = _paragraph(rng, people)
-    a, b = rng.sample(people, 2)
+    return people, _paragraph(rng, people)
+
+
+def _extractive_questions(p: dict) -> list[tuple[str, str]]:
+    return [
+        (f"Where was {p['name']} born?", p["city"]),
+        (f"In which year was {p['name']} born?", str(p["born"])),
+        (f"What is {p['name']}'s job?", p["job"]),
+        (f"Where does {p['name']} work?", p["org"]),
+        (f"How many {p['animal']} does {p['name']} have?", str(p["pets"])),
+        (f"When did {p['name']} join {p['org']}?", str(p["joined"])),
+    ]
+
+
+def _generative_questions(a: dict, b: dict) -> list[tuple[str, str]]:
     age = a["joined"] - a["born"]
-    same_city = a["city"] == b["city"]
-    choices = [
+    return [
         (f"How old was {a['name']} when {a['first']} joined {a['org']}?", f"{a['first']} was {age} years old."),
         (f"How many pets do {a['first']} and {b['first']} have together?",
          f"They have {a['pets'] + b['pets']} pets together."),
         (f"Were {a['first']} and {b['first']} born in the same city?",
-         f"Yes, both were born in {a['city']}." if same_city
+         f"Yes, both were born in {a['city']}." if a["city"] == b["city"]
          else f"No, {a['first']} was born in {a['city']} and {b['first']} in {b['city']}."),
         (f"Who is older, {a['first']} or {b['first']}?",
          f"{a['first'] if a['born'] < b['born'] else b['first']} is older, born in {min(a['born'], b['born'])}."
          if a["born"] != b["born"] else f"Neither: both were born in {a['born']}."),
         (f"In which country was {a['name']} born?", f"{a['first']} was born in {a['country']}."),
     ]
-    question, answer = rng.choice(choices)
-    return dict(id=f"generative_qa-{index:05d}", context=context, question=question, answers=[answer])
 
 
 def dialogue_record(index: int, seed: int = SEED) -> dict:

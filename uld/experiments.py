@@ -3,7 +3,7 @@
     runs = run_experiment({"task": "extractive_qa", "teacher": "teacher-extractive_qa"},
                           {"method": ["sft", "seqkd", "uld"], "seed": [0, 1]}, "runs/05")
     scores_table(runs)                     # mean and spread per method
-    compare(runs, "uld", "seqkd")          # the difference, and whether the seeds separate them
+    compare(runs, "uld", "seqkd")          # paired interval and verdict: above, below, inconclusive
 
 `run_experiment` is `uld.replicate` on a grid given in code (finished cells are reused).
 """
@@ -62,21 +62,20 @@ def scores_table(runs: list[Run], by=lambda run: run.label):
     return pd.DataFrame(rows).set_index("run")
 
 
-def compare(runs: list[Run], a: str, b: str) -> dict:
-    """How label ``a`` stands against ``b``: mean difference and whether it exceeds the spread.
+def compare(runs: list[Run], a: str, b: str, confidence: float = 0.95):
+    """How label ``a`` stands against ``b``, paired over questions and seeds.
 
-    ``separated`` is True when the difference of means is larger than the larger of the two
-    standard deviations over seeds (a rough, honest bar at 2-3 seeds; not a significance test).
+    Returns a `uld.comparison.Difference`: ``difference`` (points), ``low``/``high`` (the
+    bootstrap interval), ``verdict`` ("above", "below" or "inconclusive") and ``describe()``.
     """
-    first = [r.score for r in runs if r.label == a]
-    second = [r.score for r in runs if r.label == b]
+    from uld.comparison import compare_folders
+
+    first = [r for r in runs if r.label == a]
+    second = [r for r in runs if r.label == b]
     if not first or not second:
         raise ValueError(f"no runs labelled {a!r} or {b!r}; labels: {sorted({r.label for r in runs})}")
-    spread = max(statistics.stdev(first) if len(first) > 1 else 0.0,
-                 statistics.stdev(second) if len(second) > 1 else 0.0)
-    difference = statistics.mean(first) - statistics.mean(second)
-    return {"a": a, "b": b, "difference": difference, "spread": spread,
-            "separated": abs(difference) > spread and len(first) > 1 and len(second) > 1}
+    return compare_folders([r.folder for r in first], [r.folder for r in second], first[0].metrics["metric"],
+                           confidence)
 
 
 def learning_curve(run: Run) -> tuple[list[int], list[float]]:

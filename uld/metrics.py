@@ -18,7 +18,8 @@ import re
 import string
 from collections import Counter
 
-__all__ = ["normalise_answer", "squad_f1", "exact_match", "rouge_lsum", "bertscore_f1", "score", "METRICS"]
+__all__ = ["normalise_answer", "squad_f1", "exact_match", "rouge_lsum", "bertscore_f1", "score", "per_example",
+           "METRICS"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -53,15 +54,12 @@ def _check(predictions, references) -> None:
 
 def squad_f1(predictions: list[str], references: list[list[str]]) -> float:
     """Mean token F1 (best reference per prediction), 0-100."""
-    _check(predictions, references)
-    return 100 * sum(max(_f1(p, r) for r in refs) for p, refs in zip(predictions, references)) / len(predictions)
+    return _mean(_squad_f1_each(predictions, references))
 
 
 def exact_match(predictions: list[str], references: list[list[str]]) -> float:
     """Share of predictions equal to a reference after normalisation, 0-100."""
-    _check(predictions, references)
-    hits = sum(any(normalise_answer(p) == normalise_answer(r) for r in refs) for p, refs in zip(predictions, references))
-    return 100 * hits / len(predictions)
+    return _mean(_exact_match_each(predictions, references))
 
 
 def rouge_lsum(predictions: list[str], references: list[list[str]]) -> float:
@@ -72,17 +70,39 @@ def rouge_lsum(predictions: list[str], references: list[list[str]]) -> float:
     >>> round(rouge_lsum(["Ada and Bo meet at noon."], [["Ada meets Bo at noon on Friday."]]), 2)
     61.54
     """
+    return _mean(_rouge_lsum_each(predictions, references))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _squad_f1_each(predictions, references) -> list[float]:
+    _check(predictions, references)
+    return [100 * max(_f1(p, r) for r in refs) for p, refs in zip(predictions, references)]
+
+
+def _exact_match_each(predictions, references) -> list[float]:
+    _check(predictions, references)
+    return [100.0 * any(normalise_answer(p) == normalise_answer(r) for r in refs)
+            for p, refs in zip(predictions, references)]
+
+
+def _rouge_lsum_each(predictions, references) -> list[float]:
     from rouge_score import rouge_scorer
 
     _check(predictions, references)
     scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=False)
-    best = [max(scorer.score(r, p)["rougeLsum"].fmeasure for r in refs) for p, refs in zip(predictions, references)]
-    return 100 * sum(best) / len(best)
+    return [100 * max(scorer.score(r, p)["rougeLsum"].fmeasure for r in refs) for p, refs in zip(predictions, references)]
 
 
 def bertscore_f1(predictions: list[str], references: list[list[str]], model_type: str = "roberta-large") -> float:
     """Mean BERTScore F1 (best reference), 0-100; needs the ``bert-score`` package and the
     scoring model (from the hub, or cached). Offline without them: a clear RuntimeError."""
+    return _mean(_bertscore_f1_each(predictions, references, model_type))
+
+
+def _bertscore_f1_each(predictions, references, model_type: str = "roberta-large") -> list[float]:
     _check(predictions, references)
     try:
         from bert_score import score as bert_score
@@ -96,16 +116,27 @@ def bertscore_f1(predictions: list[str], references: list[list[str]], model_type
         raise RuntimeError(f"BERTScore cannot load {model_type}: {str(failure).splitlines()[0]}") from None
     best, start = [], 0
     for refs in references:
-        best.append(float(f1[start:start + len(refs)].max()))
+        best.append(100 * float(f1[start:start + len(refs)].max()))
         start += len(refs)
-    return 100 * sum(best) / len(best)
+    return best
 
 
 METRICS = {"f1": squad_f1, "em": exact_match, "rougeLsum": rouge_lsum, "bertscore": bertscore_f1}
+_PER_EXAMPLE = {"f1": _squad_f1_each, "em": _exact_match_each, "rougeLsum": _rouge_lsum_each,
+                "bertscore": _bertscore_f1_each}
 
 
 def score(metric: str, predictions: list[str], references: list[list[str]]) -> float:
     """Score by metric name (``f1``, ``em``, ``rougeLsum``, ``bertscore``)."""
+    return _mean(per_example(metric, predictions, references))
+
+
+def per_example(metric: str, predictions: list[str], references: list[list[str]]) -> list[float]:
+    """Each prediction's score (0-100) against its best reference; `score` is their mean.
+
+    >>> per_example("f1", ["Lund", "Porto"], [["Lund harbour"], ["Porto"]])
+    [66.66666666666666, 100.0]
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    return METRICS[metric](predictions, references)
+    return _PER_EXAMPLE[metric](predictions, references)

@@ -12,8 +12,8 @@ kept; the student is trained and evaluated zero-shot on a plain prompt.
 
 from __future__ import annotations
 
-__all__ = ["KINDS", "INSTRUCTIONS", "student_prompt", "teacher_prompt", "teacher_messages", "first_line", "draw_shots",
-           "shots_for_row"]
+__all__ = ["KINDS", "INSTRUCTIONS", "student_prompt", "teacher_prompt", "teacher_messages", "follow_up_question",
+           "first_line", "draw_shots", "shots_for_row"]
 
 KINDS = ("extractive_qa", "generative_qa", "summarization")
 INSTRUCTIONS = {
@@ -35,6 +35,17 @@ def _request(kind: str, context: str, question: str) -> str:
 def student_prompt(kind: str, context: str, question: str) -> str:
     """The plain zero-shot prompt; the answer follows after a space."""
     return f"{_request(kind, context, question)}\n{_ANSWER_CUE[kind]}"
+
+
+def follow_up_question(kind: str, question: str) -> str:
+    """Another question on the same context, after an answer (the task teachers' training text).
+
+    >>> follow_up_question("extractive_qa", "Where was Ada born?")
+    '\\nQuestion: Where was Ada born?\\nAnswer:'
+    """
+    if kind == "summarization":
+        raise ValueError("a dialogue has one summary: no follow-up question")
+    return f"\nQuestion: {question}\n{_ANSWER_CUE[kind]}"
 
 
 def teacher_messages(kind: str, context: str, question: str, shots: list[dict]) -> list[dict]:

@@ -179,7 +179,7 @@ def results_rows(cells) -> list[dict]:
     rows = []
     for name, config in cells:
         folder = Path(config.out)
-        row = {"cell": name, "task": config.task,
+        row = {"cell": name, "folder": str(folder), "task": config.task,
                "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else "",
                "student": config.student, "method": config.method, "distillation_weight": config.distillation_weight,
                "train_fraction": config.train_fraction, "seed": config.seed, "status": "pending"}
@@ -222,10 +222,45 @@ def summarise(rows: list[dict]) -> str:
         lines.append(f"| {task} | {teacher or '-'} | {student} | {method} | {weight if method == 'uld' else '-'} | "
                      f"{fraction} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | {len(scores)} | "
                      f"{'-' if paper is None else f'{paper:.2f}'} |")
+    lines += comparison_lines(rows)
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
         lines += ["", "Failed cells:", *(f"- {row['cell']}: {row.get('error', '')}" for row in failed)]
     return "\n".join(lines) + "\n"
+
+
+# Which method each one is measured against: the distillation losses against the paper's
+# baseline (seqkd), seqkd against training on the gold answers, sft against the raw student.
+BASELINES = {"uld": "seqkd", "kl": "seqkd", "seqkd": "sft", "sft": "raw"}
+
+
+def comparison_lines(rows: list[dict]) -> list[str]:
+    """Markdown lines: each method against its baseline (`BASELINES`) on the same task,
+    student and data fraction, paired over questions and seeds (`uld.comparison`)."""
+    from uld.comparison import compare_folders
+
+    groups: dict = {}
+    for row in rows:
+        if row["status"] == "done":
+            groups.setdefault((row["task"], row["student"], row["train_fraction"]), {}).setdefault(
+                (row["method"], _label({**row, "train_fraction": 1.0})), []).append(row)
+    lines = []
+    for (task, student, fraction), labels in groups.items():
+        baselines = {method: members for (method, label), members in labels.items() if label == method}
+        for (method, label), members in labels.items():
+            base = baselines.get(BASELINES.get(method))
+            if base is None:
+                continue
+            found = compare_folders([m["folder"] for m in members], [m["folder"] for m in base], members[0]["metric"])
+            lines.append(f"| {task} | {student} | {fraction} | {label} − {BASELINES[method]} | {found.difference:+.2f} | "
+                         f"[{found.low:+.2f}, {found.high:+.2f}] | {found.verdict} | "
+                         f"{found.seeds[0]} x {found.seeds[1]} seeds, {found.questions} questions |")
+    if not lines:
+        return []
+    return ["", "Paired comparisons (95% bootstrap interval over questions, each question's score averaged over "
+            "seeds; inconclusive when the interval holds zero or no seed changed any answer):", "",
+            "| task | student | fraction | comparison | difference | 95% interval | verdict | runs |",
+            "|---|---|---|---|---|---|---|---|", *lines]
 
 
 _PAPER_DATASETS = {"squad": "squad", "qed": "qed", "fairytaleqa": "FairytaleQA", "pubmedqa": "pubmed_qa",

@@ -29,11 +29,10 @@ from transformers import Trainer
 
 from uld.data import collate, encode_decoder, encode_encoder_decoder
 from uld.loss import ULDLoss
-from uld.generation import greedy_first_lines
 from uld.prompts import shots_for_row, student_prompt, teacher_prompt
 from uld.teacher_cache import SortedTeacher, TeacherCache
 
-__all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore", "generate_answers"]
+__all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore"]
 
 METHODS = ("raw", "sft", "seqkd", "uld", "kl")
 NEEDS_TEACHER_ANSWERS = ("seqkd", "uld", "kl")
@@ -215,19 +214,9 @@ class HeldOutScore:
     max_length: int = 512
 
     def __call__(self, model) -> float:
+        from uld.evaluation import answer_questions
         from uld.metrics import score
 
-        predictions = generate_answers(model, self.tokenizer, self.rows, kind=self.kind,
+        predictions = answer_questions(model, self.tokenizer, self.rows, kind=self.kind,
                                        max_new_tokens=self.max_new_tokens, max_length=self.max_length)
         return score(self.metric, predictions, self.rows["answers"])
-
-
-def generate_answers(model, tokenizer, rows, *, kind: str, batch_size: int = 16, max_new_tokens: int = 150,
-                     max_length: int = 512) -> list[str]:
-    """The student's greedy answers to its zero-shot plain prompts, first line kept."""
-    answers = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows.select(range(start, min(start + batch_size, len(rows))))
-        prompts = [student_prompt(kind, r["context"], r["question"]) for r in chunk]
-        answers += greedy_first_lines(model, tokenizer, prompts, max_new_tokens=max_new_tokens, max_length=max_length)
-    return answers

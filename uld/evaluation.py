@@ -1,0 +1,125 @@
+"""Evaluation in one place: a model's greedy answers to a task's questions, scored and written.
+
+Students answer their zero-shot plain prompt; teachers their own prompt (the instruction,
+``shots`` examples from the training split, then the question), as they answer when they
+teach. The same functions serve the distillation runs, the held-out score during
+training, the task teachers' validation and the command line:
+
+    python -m uld evaluate --model teacher-extractive_qa --task extractive_qa --out runs/eval-teacher
+    python -m uld evaluate --model default-student --task extractive_qa --tasks-dir /tmp/tasks-seed7 --out runs/x
+
+``<out>/metrics.json`` holds the scores (the task's metric, and exact match for question
+answering), the prompt, the model and the number of questions; ``<out>/predictions.jsonl``
+each answer with its references.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from uld.cache import write_atomically
+
+__all__ = ["PROMPTS", "answer_questions", "score_answers", "write_predictions", "model_prompt", "evaluate_model"]
+
+PROMPTS = ("student", "teacher")
+
+
+def answer_questions(model, tokenizer, rows, *, kind: str, prompt: str = "student", shots: int = 0, shot_pool=None,
+                     seed: int = 0, batch_size: int = 16, max_new_tokens: int = 48, max_length: int = 512) -> list[str]:
+    """Greedy first-line answers to ``rows`` (columns ``id, context, question``), one per row.
+
+    ``prompt="student"``: the plain zero-shot prompt (`uld.prompts.student_prompt`);
+    ``prompt="teacher"``: the teacher's prompt with ``shots`` examples from ``shot_pool``,
+    drawn per row exactly as when the teacher answers training questions.
+    """
+    from uld.generation import greedy_first_lines
+    from uld.prompts import shots_for_row, student_prompt, teacher_prompt
+
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
+    pool = list(shot_pool) if shots else []
+
+    def render(index: int, row: dict) -> str:
+        if prompt == "student":
+            return student_prompt(kind, row["context"], row["question"])
+        chosen = shots_for_row(pool, shots, seed, index, row["id"]) if shots else []
+        return teacher_prompt(tokenizer, kind, row["context"], row["question"], chosen)
+
+    answers = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+        prompts = [render(start + offset, row) for offset, row in enumerate(chunk)]
+        answers += greedy_first_lines(model, tokenizer, prompts, max_new_tokens=max_new_tokens, max_length=max_length)
+    return answers
+
+
+def score_answers(task: str, predictions: list[str], references: list[list[str]]) -> dict:
+    """``{metric: value}`` for ``task`` (its metric, plus ``em`` for question answering), 0-100."""
+    from uld.data import TASKS
+    from uld.metrics import exact_match, score
+
+    spec = TASKS[task]
+    scores = {spec.metric: score(spec.metric, predictions, references)}
+    if spec.kind != "summarization":
+        scores["em"] = exact_match(predictions, references)
+    return scores
+
+
+def write_predictions(folder: Path, rows, predictions: list[str]) -> None:
+    """``folder/predictions.jsonl``: ``id``, ``prediction``, ``references`` per question, written whole."""
+    write_atomically(Path(folder) / "predictions.jsonl", "".join(
+        json.dumps({"id": i, "prediction": p, "references": r}, ensure_ascii=False) + "\n"
+        for i, p, r in zip(rows["id"], predictions, rows["answers"])))
+
+
+def model_prompt(name_or_path: str) -> str:
+    """The prompt a model answers best: ``teacher`` for the kit's teachers (its ``uld.json``
+    says so), else ``student``."""
+    from uld.models import resolve_model
+
+    record = Path(resolve_model(name_or_path)) / "uld.json"
+    if record.exists():
+        info = json.loads(record.read_text())
+        if info.get("role") == "teacher" or "task" in info:
+            return "teacher"
+    return "student"
+
+
+def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir=None, shots: int = 0,
+                   limit: int | None = None, prompt: str | None = None, max_new_tokens: int = 48,
+                   max_length: int = 512, echo=print) -> dict:
+    """Score ``model`` on ``task`` and write ``out/metrics.json`` and ``out/predictions.jsonl``.
+
+    ``tasks_dir`` reads an embedded task from another folder (``python -m uld data --out
+    DIR --seed 7`` writes one); ``prompt`` defaults to `model_prompt`.
+    """
+    from uld.data import TASKS, load_task
+    from uld.models import fit_embeddings, load_model, load_tokenizer
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if shots < 0:
+        raise ValueError(f"shots must be >= 0, got {shots}")
+    source = Path(tasks_dir) / task if tasks_dir is not None else None
+    if source is not None and not source.is_dir():
+        raise ValueError(f"{source} does not exist: --tasks-dir must hold one folder per task (python -m uld data --out)")
+    started = time.perf_counter()
+    rows = load_task(task, split, limit=limit, source=source)
+    prompt = prompt or model_prompt(model)
+    pool = load_task(task, "train", source=source) if shots else None
+    tokenizer, network = load_tokenizer(model), load_model(model)
+    fit_embeddings(network, tokenizer)
+    echo(f"{model} answers {len(rows)} {task} {split} questions ({prompt} prompt, {shots} shots)")
+    predictions = answer_questions(network, tokenizer, rows, kind=TASKS[task].kind, prompt=prompt, shots=shots,
+                                   shot_pool=pool, max_new_tokens=max_new_tokens, max_length=max_length)
+    scores = score_answers(task, predictions, rows["answers"])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_predictions(Path(out), rows, predictions)
+    results = {"scores": scores, "metric": TASKS[task].metric, "model": model, "task": task, "split": split,
+               "tasks_dir": str(tasks_dir) if tasks_dir is not None else None, "prompt": prompt, "shots": shots,
+               "n_eval": len(rows), "seconds": round(time.perf_counter() - started, 1)}
+    write_atomically(Path(out) / "metrics.json", json.dumps(results, indent=2))
+    echo(f"{model}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
+    return results
