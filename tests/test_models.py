@@ -18,7 +18,8 @@ EXPECTED = {"tiny-llama": ("LlamaForCausalLM", 32001), "tiny-opt": ("OPTForCausa
             "tiny-pythia": ("GPTNeoXForCausalLM", 1800), "tiny-bloom": ("BloomForCausalLM", 1000),
             "tiny-mt5": ("MT5ForConditionalGeneration", 1334), "default-teacher": ("LlamaForCausalLM", 1334),
             "default-student": ("GPTNeoXForCausalLM", 1358), "default-student-mt5": ("MT5ForConditionalGeneration", 1358),
-            "default-student-small": ("GPTNeoXForCausalLM", 1358), "default-student-large": ("GPTNeoXForCausalLM", 1358)}
+            "default-student-small": ("GPTNeoXForCausalLM", 1358), "default-student-large": ("GPTNeoXForCausalLM", 1358),
+            "default-student-shared": ("GPTNeoXForCausalLM", 1334), "default-teacher-wide": ("LlamaForCausalLM", 1334)}
 
 
 @pytest.fixture(scope="module")

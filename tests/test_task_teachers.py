@@ -7,9 +7,9 @@ import json
 import pytest
 
 from uld.data import load_task
-from uld.models import load_model
-from uld.task_teachers import (FIRST_INDEX, TeacherRecipe, fresh_records, materialise_task_teacher,
-                               train_task_teacher)
+from uld.evaluation import answer_questions, score_answers
+from uld.models import load_model, load_tokenizer
+from uld.task_teachers import FIRST_INDEX, TeacherRecipe, fresh_records, materialise_task_teacher, train_task_teacher
 
 TINY = TeacherRecipe(steps=12, batch_size=4, checkpoint_every=5, validation_rows=4, warmup_steps=2)
 
@@ -59,3 +59,16 @@ def test_only_embedded_tasks_have_teachers(tmp_path):
         train_task_teacher("squad", tmp_path / "x", TINY)
     with pytest.raises(ValueError, match="unknown task teacher"):
         materialise_task_teacher("teacher-squad", tmp_path)
+
+
+def test_the_shipped_extractive_teacher_knows_the_task(tmp_path):
+    folder = materialise_task_teacher("teacher-extractive_qa")
+    assert folder.parent.name == "teachers" and (folder / "model.safetensors").exists()
+    record = json.loads((folder / "uld.json").read_text())
+    assert record["validation"]["f1"] >= 80 and record["curve"][-1]["step"] == record["recipe"]["steps"]
+    teacher = load_tokenizer("teacher-extractive_qa")
+    assert teacher.get_vocab() == load_tokenizer("default-teacher", tmp_path).get_vocab()  # the kl control's vocabulary
+    model = load_model("teacher-extractive_qa")
+    rows = load_task("extractive_qa", "test", limit=40)
+    predictions = answer_questions(model, teacher, rows, kind="extractive_qa", prompt="teacher")
+    assert score_answers("extractive_qa", predictions, rows["answers"])["f1"] >= 70

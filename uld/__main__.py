@@ -6,6 +6,7 @@
     python -m uld distill --config FILE [--set key=value ...] --out DIR [--overwrite]   # one run
     python -m uld replicate --grid FILE --out DIR     # a grid of runs, resumable, results table
     python -m uld train-teacher --task TASK --out DIR [--set field=value ...]   # a task teacher (TeacherRecipe)
+    python -m uld pretrain-student --name NAME --out DIR [--set field=value ...]  # a pretrained student
     python -m uld evaluate --model NAME --task TASK --out DIR [--split test] [--tasks-dir DIR] [--shots N] [--limit N]
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
@@ -53,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     teacher.add_argument("--out", required=True, type=Path, help="the teacher's folder (e.g. data/teachers/TASK)")
     teacher.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                          help="a TeacherRecipe field, e.g. steps=4000")
+    student = commands.add_parser("pretrain-student", help="pretrain a default student on generator text")
+    student.add_argument("--name", required=True, help="pretrained-student or pretrained-student-shared")
+    student.add_argument("--out", required=True, type=Path, help="the student's folder (e.g. data/students/NAME)")
+    student.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                         help="a PretrainingRecipe field, e.g. steps=3000")
     evaluate = commands.add_parser("evaluate", help="score one model on one task with its own prompt")
     evaluate.add_argument("--model", required=True, help="a kit model, a folder or a hub id")
     evaluate.add_argument("--task", required=True, help="a task name (uld.data.TASKS)")
@@ -126,16 +132,20 @@ def main(argv=None) -> int:
         print(f"replicate: {len(report['done'])} run, {len(report['skipped'])} already finished, "
               f"{len(report['failed'])} failed; results in {args.out / 'results.csv'}, {args.out / 'results.png'}")
         return 1 if report["failed"] else 0
-    if args.command == "train-teacher":
-        from uld.task_teachers import recipe_from, train_task_teacher
+    if args.command in ("train-teacher", "pretrain-student"):
+        from uld.pretraining import PretrainingRecipe, pretrain_student
+        from uld.task_teachers import TeacherRecipe, train_task_teacher
+        from uld.training_loop import with_settings
 
         try:
-            recipe = recipe_from(args.set)
             if (args.out / "uld.json").exists():
-                raise ValueError(f"{args.out} already holds a trained teacher; remove it to train again")
-            train_task_teacher(args.task, args.out, recipe)
+                raise ValueError(f"{args.out} already holds a trained model; remove it to train again")
+            if args.command == "train-teacher":
+                train_task_teacher(args.task, args.out, with_settings(TeacherRecipe(), args.set))
+            else:
+                pretrain_student(args.name, args.out, with_settings(PretrainingRecipe(), args.set))
         except ValueError as problem:
-            print(f"python -m uld train-teacher: error: {str(problem).splitlines()[0]}", file=sys.stderr)
+            print(f"python -m uld {args.command}: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2
         return 0
     if args.command == "evaluate":

@@ -24,6 +24,16 @@ def hub_offline(*variables: str) -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", *variables))
 
 
+def shipped_or_built(shipped: Path, built: Path, build, use_shipped: bool = True) -> Path:
+    """A model folder the kit ships (``shipped``, e.g. under ``data/``), else ``built``, made
+    once by ``build(built)``; a folder counts when it holds the kit's ``uld.json``."""
+    if use_shipped and (Path(shipped) / "uld.json").exists():
+        return Path(shipped)
+    if (Path(built) / "uld.json").exists():
+        return Path(built)
+    return Path(build(Path(built)))
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all (a scratch file, then a rename)."""
     scratch = Path(path).with_name(Path(path).name + ".partial")

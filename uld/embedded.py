@@ -32,10 +32,10 @@ import random
 from pathlib import Path
 
 __all__ = ["EMBEDDED_TASKS", "SPLIT_SIZES", "generate", "write_tasks", "extractive_record", "generative_record",
-           "dialogue_record", "every_question"]
+           "dialogue_record", "every_question", "pretraining_text"]
 
 SEED = 2024
-SPLIT_SIZES = {"train": 1500, "validation": 150, "test": 150}
+SPLIT_SIZES = {"train": 1500, "validation": 150, "test": 600}
 
 FIRST_NAMES = [
     "Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemal", "Lena", "Mateo",
@@ -170,6 +170,29 @@ def every_question(task: str, index: int, seed: int = SEED) -> tuple[str, list[t
     if task == "generative_qa":
         return context, [pair for a in people for b in people if a is not b for pair in _generative_questions(a, b)]
     raise ValueError(f"unknown embedded task {task!r}; choose from {', '.join(EMBEDDED_TASKS)}")
+
+
+def pretraining_text(index: int, seed: int = SEED) -> str:
+    """Plain text in the tasks' world but not in their question/answer format, for pretraining.
+
+    Two in three texts are a paragraph about people followed, on a new line, by a recap that
+    states some of their facts again, often in other words (so predicting the recap means reading the
+    paragraph, as text on the web often repeats itself); one in three is a dialogue
+    without its summary. Drawn from its own stream (``"<seed>:pretraining:<index>"``), so
+    never a committed record.
+
+    >>> pretraining_text(1).splitlines()[1]
+    'Mateo Zanetti comes from Cluj, where Mateo was born in 1998. Mateo owns 5 chickens. Kofi joined the Stonebridge Museum in 1992. Kofi Kowalski was born in Lyon in 1962.'
+    >>> pretraining_text(0).startswith("#Person1#")
+    True
+    """
+    rng = _record_rng("pretraining", index, seed)
+    if rng.random() < 1 / 3:
+        return dialogue_record(index, f"{seed}:pretraining")["context"]
+    people, paragraph = _people_and_paragraph(rng)
+    recap = [sentence for p in rng.sample(people, rng.randint(1, len(people)))
+             for sentence in rng.sample(_facts(rng, p), 2)]
+    return f"{paragraph}\n{' '.join(recap)}"
 
 
 def _people_and_paragraph(rng: random.Random) -> tuple[list[dict], str]:

