@@ -47,3 +47,13 @@ def test_step_time_benchmark_runs(tmp_path):
     assert set(rows) == {"sft", "uld", "uld_cache"} and rows["sft"]["vs_sft"] == 1.0
     assert all(row["seconds_per_step"] > 0 and row["steps"] == 2 for row in rows.values())
     assert rows["uld_cache"]["bytes_per_token"] == 256 * 2 + 4 and "per answer token (top-256, float16)" in done.stdout
+
+
+def test_tokenizer_pair_benchmark_prints_and_writes_its_table():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tokenizer_pair.py")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| extractive_qa |" in done.stdout and "| dialogue_summary |" in done.stdout
+    rows = json.loads((ROOT / "benchmarks" / "results" / "tokenizer_pair.json").read_text())
+    assert [row["task"] for row in rows] == ["extractive_qa", "generative_qa", "dialogue_summary"]
+    assert all(0.8 <= row["contexts"] <= 1.3 and 0.8 <= row["answers"] <= 1.3 for row in rows)

@@ -113,7 +113,7 @@ def test_04_sequence_facts_hold(ci_run):
 
 def test_05_distils_across_tokenizers(ci_run):
     metrics = metrics_of(ci_run, "05")
-    assert metrics["vocabulary_overlap"] < 0.6 and set(metrics["scores"]) == {"raw", "sft", "seqkd", "uld"}
+    assert metrics["answers_split_alike"] < 0.5 and set(metrics["scores"]) == {"raw", "sft", "seqkd", "uld"}
     assert metrics["scores"]["raw"] <= 5 and metrics["teacher_cache_bytes_per_token"] == 256 * 2 + 4
     assert metrics["uld_vs_seqkd_verdict"] == "inconclusive"  # one seed in ci: the noise is unmeasured
 

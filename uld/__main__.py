@@ -16,6 +16,7 @@ on standard error says why).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -140,10 +141,11 @@ def main(argv=None) -> int:
         try:
             if (args.out / "uld.json").exists():
                 raise ValueError(f"{args.out} already holds a trained model; remove it to train again")
+            command = "python -m uld " + shlex.join(argv if argv is not None else sys.argv[1:])
             if args.command == "train-teacher":
-                train_task_teacher(args.task, args.out, with_settings(TeacherRecipe(), args.set))
+                train_task_teacher(args.task, args.out, with_settings(TeacherRecipe(), args.set), command=command)
             else:
-                pretrain_student(args.name, args.out, with_settings(PretrainingRecipe(), args.set))
+                pretrain_student(args.name, args.out, with_settings(PretrainingRecipe(), args.set), command=command)
         except ValueError as problem:
             print(f"python -m uld {args.command}: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2

@@ -10,7 +10,7 @@ name               architecture        tokenizer                                
 =================  ==================  ==========================================  ==========
 tiny-llama         Llama               real Llama SentencePiece (32,000)           teacher
 tiny-opt           OPT                 real GPT-2 BPE, as OPT uses (50,257)        student
-tiny-pythia        GPT-NeoX (Pythia)   byte-level BPE trained here (1,800)         student
+tiny-pythia        GPT-NeoX (Pythia)   byte-level BPE trained here (1,600)         student
 tiny-bloom         Bloom               byte-level BPE trained here (1,000)         student
 tiny-mt5           mT5 (enc-dec)       default-teacher's (1,334)                   student
 default-teacher    Llama               Llama SentencePiece cut to the corpus       teacher
@@ -84,7 +84,7 @@ TINY_MODELS = {m.name: m for m in (  # a model whose tokenizer is another's come
     TinyModel("default-student", "gpt_neox", "restricted:gpt2:split-digits", "student"),
     TinyModel("tiny-llama", "llama", "real:llama", "teacher"),
     TinyModel("tiny-opt", "opt", "real:gpt2", "student"),
-    TinyModel("tiny-pythia", "gpt_neox", "trained:bpe:1800", "student"),
+    TinyModel("tiny-pythia", "gpt_neox", "trained:bpe:1600", "student"),
     TinyModel("tiny-bloom", "bloom", "trained:bpe:1000", "student"),
     TinyModel("tiny-mt5", "mt5", "model:default-teacher", "student"),
     TinyModel("default-student-mt5", "mt5", "model:default-student", "student"),
@@ -306,10 +306,12 @@ def materialise_assets(cache: Path | None = None, echo=print, teachers: bool = F
     jobs += [(f"model {name}", cache / "models" / name / "uld.json",
               lambda name=name: materialise_pretrained(name, cache)) for name in PRETRAINED]
     if teachers:
-        from uld.task_teachers import TASK_TEACHERS, materialise_task_teacher
+        from uld.task_teachers import COMMITTED, TASK_TEACHERS, materialise_task_teacher
 
-        jobs += [(f"model {name}", cache / "models" / name / "uld.json",
-                  lambda name=name: materialise_task_teacher(name, cache, echo=echo)) for name in TASK_TEACHERS]
+        for name, task in TASK_TEACHERS.items():
+            shipped = COMMITTED / task / "uld.json"
+            jobs.append((f"model {name}", shipped if shipped.exists() else cache / "models" / name / "uld.json",
+                         lambda name=name: materialise_task_teacher(name, cache, echo=echo)))
     for label, marker, make in jobs:
         if marker.exists():
             report["present"].append(label)

@@ -67,8 +67,9 @@ def materialise_pretrained_student(name: str, cache: Path | None = None, recipe:
 
 
 def pretrain_student(name: str, folder: Path, recipe: PretrainingRecipe = PretrainingRecipe(), *,
-                     cache: Path | None = None, echo=print, progress: bool = True) -> Path:
-    """Pretrain the base of ``name`` (`PRETRAINED_STUDENTS`) and save it as ``folder``."""
+                     cache: Path | None = None, echo=print, progress: bool = True, command: str | None = None) -> Path:
+    """Pretrain the base of ``name`` (`PRETRAINED_STUDENTS`) and save it as ``folder``
+    (``command``, the command line that asked for it, is recorded in its ``uld.json``)."""
     from uld.models import load_model, load_tokenizer, save_model_folder
     from uld.training_loop import train_steps
 
@@ -88,7 +89,7 @@ def pretrain_student(name: str, folder: Path, recipe: PretrainingRecipe = Pretra
     after = held_out_loss(model, held_out, tokenizer.pad_token_id)
     record = {"name": name, "role": "student", "base": base, "recipe": asdict(recipe), "texts": count,
               "held_out_loss": {"before": round(before, 4), "after": round(after, 4)},
-              "seconds": round(time.perf_counter() - started, 1)}
+              "seconds": round(time.perf_counter() - started, 1), "command": command}
     save_model_folder(Path(folder), model, tokenizer, record)
     echo(f"{name}: held-out loss {before:.3f} -> {after:.3f} nats per token after {record['seconds']:.0f} s")
     return Path(folder)

@@ -81,8 +81,9 @@ def materialise_task_teacher(name: str, cache: Path | None = None, recipe: Teach
 
 
 def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherRecipe(), *, cache: Path | None = None,
-                       echo=print, progress: bool = True) -> Path:
-    """Train ``recipe.base`` on fresh records of the embedded ``task``; save it as ``folder``."""
+                       echo=print, progress: bool = True, command: str | None = None) -> Path:
+    """Train ``recipe.base`` on fresh records of the embedded ``task``; save it as ``folder``
+    (``command``, the command line that asked for it, is recorded in its ``uld.json``)."""
     from uld.data import TASKS
     from uld.models import load_model, load_tokenizer, save_model_folder
     from uld.training_loop import language_model_loss, train_steps
@@ -104,7 +105,7 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
     curve.append({"step": recipe.steps, **scores})
     record = {"name": f"teacher-{task}", "task": task, "role": "teacher", "recipe": asdict(recipe),
               "trained_examples": len(examples), "seconds": round(time.perf_counter() - started, 1),
-              "validation": scores, "curve": curve, "shots": 0}
+              "validation": scores, "curve": curve, "shots": 0, "command": command}
     save_model_folder(Path(folder), model, tokenizer, record)
     echo(f"teacher-{task}: validation {', '.join(f'{k} {v:.1f}' for k, v in scores.items())} "
          f"after {record['seconds']:.0f} s")

@@ -150,10 +150,9 @@ def restrict_tokenizer(tokenizer, texts, split_digits: bool = False):
     Llama's SentencePiece) with vocabularies a 2-core machine can train: a few thousand
     rows instead of 32,000 or 50,257.
 
-    >>> gpt2 = load_real_tokenizer("gpt2")                       # doctest: +SKIP
-    >>> small = restrict_tokenizer(gpt2, ["Hello world"])         # doctest: +SKIP
-    >>> small.tokenize("Hello world"), len(small) < 300           # doctest: +SKIP
-    (['Hello', 'Ġworld'], True)
+    >>> small = restrict_tokenizer(load_real_tokenizer("gpt2"), ["Hello world"])
+    >>> small.tokenize("Hello world"), len(small)               # the 256 byte symbols, the pieces, <|endoftext|>
+    (['Hello', 'Ġworld'], 266)
     """
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast

@@ -40,7 +40,7 @@ class Schedule:
 
         >>> schedule = Schedule(steps=100, warmup_steps=10)
         >>> [round(schedule.factor(s), 3) for s in (0, 9, 50, 100)]
-        [0.1, 0.978, 0.5, 0.0]
+        [0.1, 0.98, 0.5, 0.0]
         """
         warmup = min(1.0, (step + 1) / max(self.warmup_steps, 1))
         return warmup * 0.5 * (1 + math.cos(math.pi * min(step, self.steps) / self.steps))
