@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,12 @@ def test_embeddings_grow_for_new_tokens_and_never_shrink(cache):
     assert not fit_embeddings(model, tokenizer) and model.get_input_embeddings().weight.shape[0] == rows + 16
     tokenizer.add_tokens([f"<new{i}>" for i in range(20)])
     assert fit_embeddings(model, tokenizer) and model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+
+
+def test_a_tiny_model_cached_by_another_build_is_rebuilt(cache):
+    folder = cache / "models" / "default-student"
+    load_model("default-student", cache=cache)
+    record = json.loads((folder / "uld.json").read_text())
+    (folder / "uld.json").write_text(json.dumps({**record, "build": record["build"] - 1}))
+    load_model("default-student", cache=cache)
+    assert json.loads((folder / "uld.json").read_text()) == record

