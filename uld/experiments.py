@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Run", "run_experiment", "scores_table", "compare", "learning_curve", "side_by_side"]
+__all__ = ["Run", "run_experiment", "scores_table", "compare", "compare_by_spread", "learning_curve", "side_by_side"]
 
 
 @dataclass
@@ -76,6 +76,23 @@ def compare(runs: list[Run], a: str, b: str, confidence: float = 0.95):
         raise ValueError(f"no runs labelled {a!r} or {b!r}; labels: {sorted({r.label for r in runs})}")
     return compare_folders([r.folder for r in first], [r.folder for r in second], first[0].metrics["metric"],
                            confidence)
+
+
+def compare_by_spread(runs: list[Run], a: str, b: str) -> dict:
+    """The rule the kit used before `compare`: the difference of mean scores against the
+    larger standard deviation over seeds. Not a test: it calls a difference when every seed
+    gives the same answers (spread 0). Kept only because notebook 06's committed outputs
+    were computed with it; they are rerun with `compare` in the new regime (issue 10).
+    """
+    first = [r.score for r in runs if r.label == a]
+    second = [r.score for r in runs if r.label == b]
+    if not first or not second:
+        raise ValueError(f"no runs labelled {a!r} or {b!r}; labels: {sorted({r.label for r in runs})}")
+    spread = max(statistics.stdev(first) if len(first) > 1 else 0.0,
+                 statistics.stdev(second) if len(second) > 1 else 0.0)
+    difference = statistics.mean(first) - statistics.mean(second)
+    return {"a": a, "b": b, "difference": difference, "spread": spread,
+            "separated": abs(difference) > spread and len(first) > 1 and len(second) > 1}
 
 
 def learning_curve(run: Run) -> tuple[list[int], list[float]]:
