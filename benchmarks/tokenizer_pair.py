@@ -16,17 +16,13 @@ from pathlib import Path
 
 from uld.data import load_task
 from uld.models import load_tokenizer
-from uld.tokenizers import token_texts, tokens_per_token, words_in_characters
+from uld.tokenizers import share_split_alike, tokens_per_token, words_in_characters
 
 TASKS = ("extractive_qa", "generative_qa", "dialogue_summary")
 
 
 def measure(teacher_name: str = "default-teacher", student_name: str = "default-student") -> list[dict]:
     teacher, student = load_tokenizer(teacher_name), load_tokenizer(student_name)
-
-    def pieces(tokenizer, text):
-        return token_texts(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
-
     rows = []
     for task in TASKS:
         split = load_task(task, "test")
@@ -35,7 +31,7 @@ def measure(teacher_name: str = "default-teacher", student_name: str = "default-
             "task": task, "vocabulary": [len(teacher), len(student)],
             "contexts": tokens_per_token(teacher, student, contexts),
             "answers": tokens_per_token(teacher, student, answers),
-            "answers_split_alike": sum(pieces(teacher, a) == pieces(student, a) for a in answers) / len(answers),
+            "answers_split_alike": share_split_alike(teacher, student, answers),
             "teacher_words_in_characters": words_in_characters(teacher, contexts + answers, min_count=5),
             "student_words_in_characters": words_in_characters(student, contexts + answers, min_count=5),
         })

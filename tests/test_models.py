@@ -12,7 +12,7 @@ import torch
 
 from uld.models import PRETRAINED, TINY_MODELS, ModelUnavailable, load_model, load_tokenizer, materialise_assets
 from uld.data import load_task
-from uld.tokenizers import token_surfaces, token_texts, tokens_per_token, words_in_characters
+from uld.tokenizers import share_split_alike, token_surfaces, tokens_per_token, words_in_characters
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"tiny-llama": ("LlamaForCausalLM", 32001), "tiny-opt": ("OPTForCausalLM", 50258),
@@ -61,9 +61,7 @@ def test_the_default_pair_really_differs(cache):
     sentence = "Zeno Yilmaz was born in Bologna in 1956."
     assert teacher.tokenize(sentence) != student.tokenize(sentence)
     answers = [f" {row['answers'][0]}" for row in load_task("generative_qa", "test")]
-    alike = sum(token_texts(teacher, teacher(a, add_special_tokens=False)["input_ids"])
-                == token_texts(student, student(a, add_special_tokens=False)["input_ids"]) for a in answers)
-    assert alike < 0.2 * len(answers)
+    assert share_split_alike(teacher, student, answers) < 0.2
 
 
 @pytest.mark.parametrize("task", ["extractive_qa", "generative_qa", "dialogue_summary"])

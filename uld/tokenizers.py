@@ -34,7 +34,8 @@ from pathlib import Path
 from uld.cache import cache_dir, replaced_folder
 
 __all__ = ["REAL_TOKENIZERS", "AssetUnavailable", "load_real_tokenizer", "restrict_tokenizer", "train_tokenizer",
-           "token_surfaces", "token_texts", "bpe_tokens_formed", "tokens_per_token", "words_in_characters"]
+           "token_surfaces", "token_texts", "bpe_tokens_formed", "tokens_per_token", "share_split_alike",
+           "words_in_characters"]
 
 
 class AssetUnavailable(RuntimeError):
@@ -251,6 +252,17 @@ def tokens_per_token(tokenizer, other, texts) -> float:
     if counted[1] == 0:
         raise ValueError("the texts have no tokens")
     return counted[0] / counted[1]
+
+
+def share_split_alike(tokenizer, other, texts) -> float:
+    """The share of ``texts`` that both tokenizers split into the same pieces of text."""
+    def pieces(t, text):
+        return token_texts(t, t(text, add_special_tokens=False)["input_ids"])
+
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to compare")
+    return sum(pieces(tokenizer, text) == pieces(other, text) for text in texts) / len(texts)
 
 
 def words_in_characters(tokenizer, texts, min_count: int = 20, min_letters: int = 3) -> list[str]:
