@@ -4,7 +4,9 @@
 
 For each task: teacher tokens per student token on the contexts and on the answers (the
 positional alignment pairs pieces of similar length when this is near 1), the share of
-answers both tokenizers split into the same pieces, and the common words (5 times or
+answers both tokenizers split into the same pieces, the share of the answer positions ULD
+compares whose two tokens cover the same characters (`uld.diagnostics.positions_alike`),
+and the common words (5 times or
 more, 3 letters or more) either one writes in single characters. Prints a table and
 writes benchmarks/results/tokenizer_pair.json.
 """
@@ -15,6 +17,7 @@ import json
 from pathlib import Path
 
 from uld.data import load_task
+from uld.diagnostics import positions_alike
 from uld.models import load_tokenizer
 from uld.tokenizers import share_split_alike, tokens_per_token, words_in_characters
 
@@ -32,6 +35,7 @@ def measure(teacher_name: str = "default-teacher", student_name: str = "default-
             "contexts": tokens_per_token(teacher, student, contexts),
             "answers": tokens_per_token(teacher, student, answers),
             "answers_split_alike": share_split_alike(teacher, student, answers),
+            "positions_alike": positions_alike(teacher, student, [refs[0] for refs in split["answers"]]),
             "teacher_words_in_characters": words_in_characters(teacher, contexts + answers, min_count=5),
             "student_words_in_characters": words_in_characters(student, contexts + answers, min_count=5),
         })
@@ -41,12 +45,13 @@ def measure(teacher_name: str = "default-teacher", student_name: str = "default-
 def main() -> None:
     rows = measure()
     print(f"default-teacher {rows[0]['vocabulary'][0]} tokens, default-student {rows[0]['vocabulary'][1]} tokens")
-    print("| task | teacher/student tokens, contexts | answers | answers split alike | words in characters |")
-    print("|---|---|---|---|---|")
+    print("| task | teacher/student tokens, contexts | answers | answers split alike | compared positions alike "
+          "| words in characters |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         words = row["teacher_words_in_characters"] + row["student_words_in_characters"]
         print(f"| {row['task']} | {row['contexts']:.2f} | {row['answers']:.2f} | {row['answers_split_alike']:.1%} | "
-              f"{', '.join(words) or 'none'} |")
+              f"{row['positions_alike']:.1%} | {', '.join(words) or 'none'} |")
     out = Path(__file__).resolve().parent / "results" / "tokenizer_pair.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rows, indent=1))

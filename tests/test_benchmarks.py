@@ -57,3 +57,4 @@ def test_tokenizer_pair_benchmark_prints_and_writes_its_table():
     rows = json.loads((ROOT / "benchmarks" / "results" / "tokenizer_pair.json").read_text())
     assert [row["task"] for row in rows] == ["extractive_qa", "generative_qa", "dialogue_summary"]
     assert all(0.8 <= row["contexts"] <= 1.3 and 0.8 <= row["answers"] <= 1.3 for row in rows)
+    assert all(0 < row["positions_alike"] < 1 for row in rows)  # two real tokenizers: some positions alike, not all

@@ -66,3 +66,32 @@ def test_memorising_training_pairs_does_not_answer_the_test_split(task):
 @pytest.mark.parametrize("task, minimum", [("extractive_qa", 150), ("generative_qa", 1000), ("dialogue_summary", 1400)])
 def test_answers_vary(task, minimum):
     assert len({row["answers"][0] for row in generate(task)["train"]}) >= minimum
+
+
+def test_every_fact_sentence_names_its_person_before_the_fact():
+    """A causal reader meets the subject before the value it binds to it."""
+    from uld.embedded import every_question
+
+    for index in range(200):
+        context, questions = every_question("extractive_qa", index)
+        first = questions[0][0].split()[2]  # "Where was <first> <surname> born?"
+        sentences = context.split(". ")
+        for _, answer in questions:
+            holders = [s for s in sentences if answer in s]
+            assert holders and all(first in s and s.index(first) < s.index(answer) for s in holders), (index, answer)
+
+
+def test_every_extractive_answer_has_a_distractor_of_its_kind():
+    """Two cities, three years, two jobs, two workplaces, two counts: the relation asked
+    about, not the kind of answer, picks the span."""
+    import re
+
+    from uld.embedded import CITIES, OCCUPATIONS, ORGANISATIONS, every_question
+
+    for index in range(200):
+        context, questions = every_question("extractive_qa", index)
+        assert len(questions) == 11 and len({answer for _, answer in questions}) >= 10
+        assert sum(city in context for city in CITIES) >= 2 and questions[0][1] != questions[1][1]
+        assert len(set(re.findall(r"\b(?:19|20)\d\d\b", context))) == 3
+        assert sum(re.search(rf"\b{job}\b", context) is not None for job in OCCUPATIONS) >= 2
+        assert sum(org in context for org in ORGANISATIONS) == 2

@@ -17,10 +17,10 @@ from uld.tokenizers import share_split_alike, token_surfaces, tokens_per_token, 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = {"tiny-llama": ("LlamaForCausalLM", 32001), "tiny-opt": ("OPTForCausalLM", 50258),
             "tiny-pythia": ("GPTNeoXForCausalLM", 1600), "tiny-bloom": ("BloomForCausalLM", 1000),
-            "tiny-mt5": ("MT5ForConditionalGeneration", 1334), "default-teacher": ("LlamaForCausalLM", 1334),
-            "default-student": ("GPTNeoXForCausalLM", 1358), "default-student-mt5": ("MT5ForConditionalGeneration", 1358),
-            "default-student-small": ("GPTNeoXForCausalLM", 1358), "default-student-large": ("GPTNeoXForCausalLM", 1358),
-            "default-student-shared": ("GPTNeoXForCausalLM", 1334), "default-teacher-wide": ("LlamaForCausalLM", 1334)}
+            "tiny-mt5": ("MT5ForConditionalGeneration", 1355), "default-teacher": ("LlamaForCausalLM", 1355),
+            "default-student": ("GPTNeoXForCausalLM", 1381), "default-student-mt5": ("MT5ForConditionalGeneration", 1381),
+            "default-student-small": ("GPTNeoXForCausalLM", 1381), "default-student-large": ("GPTNeoXForCausalLM", 1381),
+            "default-student-shared": ("GPTNeoXForCausalLM", 1355), "default-teacher-wide": ("LlamaForCausalLM", 1355)}
 
 
 @pytest.fixture(scope="module")

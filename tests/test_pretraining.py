@@ -75,3 +75,17 @@ def test_a_trained_model_is_not_overwritten(tmp_path):
     (tmp_path / "model" / "uld.json").write_text("{}")
     done = cli("train-teacher", "--task", "extractive_qa", "--out", tmp_path / "model")
     assert done.returncode == 2 and "already holds a trained model" in done.stderr
+
+
+@pytest.mark.parametrize("name, base", [("pretrained-student", "default-student"),
+                                        ("pretrained-student-shared", "default-student-shared")])
+def test_the_shipped_students_load_by_name_with_their_bases_vocabulary(name, base, tmp_path):
+    """Committed under data/students with the command that rebuilds them; a change of the
+    embedded corpus (hence of the vocabularies) without pretraining again fails here."""
+    folder = materialise_pretrained_student(name)
+    assert folder == ROOT / "data" / "students" / name
+    record = json.loads((folder / "uld.json").read_text())
+    assert record["command"] == f"python -m uld pretrain-student --name {name} --out data/students/{name}"
+    assert record["held_out_loss"]["after"] < 1.0 < record["held_out_loss"]["before"]
+    assert load_tokenizer(name).get_vocab() == load_tokenizer(base, tmp_path).get_vocab()
+    assert type(load_model(name)).__name__ == "GPTNeoXForCausalLM"

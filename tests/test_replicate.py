@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,8 +86,8 @@ def test_a_batch_resumes_records_failures_and_aggregates(tmp_path):
     assert [r["status"] for r in rows].count("done") == 4 and [r["status"] for r in rows].count("failed") == 4
     assert all(0 <= float(r["score"]) <= 100 for r in rows if r["status"] == "done")
     table = (out / "results.md").read_text()
-    assert "| extractive_qa | default-teacher | default-student | uld | 1.5 | 1.0 | f1 |" in table
-    assert "| 2 | - |" in table and "Failed cells:" in table
+    assert "| extractive_qa | default-teacher | default-student | uld | 1.5 | 1.0 | 8 | f1 |" in table
+    assert re.search(r"\| 2 \| \d+% \| - \|", table) and "Failed cells:" in table  # seeds, top answer, paper
     assert "| uld − seqkd |" not in table  # no seqkd in this grid: uld has no baseline to be measured against
     assert (out / "results.png").stat().st_size > 0
     # A rerun skips finished cells and redoes an interrupted one (no metrics.json yet).
@@ -101,7 +102,7 @@ def test_summary_gives_mean_and_spread_over_seeds():
                  student="EleutherAI/pythia-410m-deduped", method="uld", distillation_weight=1.5, train_fraction=1.0,
                  metric="f1", score=score) for score in (70.0, 72.0, 74.0)]
     line = summarise(rows).splitlines()[2]
-    assert "| 72.00 ± 2.00 | 3 | 74.14 |" in line
+    assert "| 72.00 ± 2.00 | 3 | - | 74.14 |" in line
 
 
 def test_paper_numbers_are_looked_up_by_setting():
@@ -133,13 +134,14 @@ def test_the_ci_grid_runs_through_the_cli(tmp_path):
     done = cli("--grid", ROOT / "configs" / "grids" / "ci.yaml", "--out", tmp_path / "ci")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "ci" / "results.csv").open()))
-    assert len(rows) == 7 and {r["status"] for r in rows} == {"done"}  # raw once, 3 methods x 2 seeds
-    assert {r["method"] for r in rows} == {"raw", "sft", "seqkd", "uld"}
-    assert "| uld |" in done.stdout and "7 run, 0 already finished, 0 failed" in done.stdout
+    assert len(rows) == 11 and {r["status"] for r in rows} == {"done"}  # raw once, 3 methods x 2 seeds, control 2 x 2
+    assert {r["method"] for r in rows} == {"raw", "sft", "seqkd", "uld", "kl"}
+    assert {r["student"] for r in rows if r["method"] == "kl"} == {"default-student-shared"}
+    assert "| uld |" in done.stdout and "11 run, 0 already finished, 0 failed" in done.stdout
     table = (tmp_path / "ci" / "results.md").read_text()
-    for pair in ("uld − seqkd", "seqkd − sft", "sft − raw"):
+    for pair in ("uld − seqkd", "seqkd − sft", "sft − raw", "kl − seqkd"):
         line = next(line for line in table.splitlines() if f"| {pair} |" in line)
-        assert line.split("|")[6].strip() in ("above", "below", "inconclusive")
+        assert line.split("|")[7].strip() in ("above", "below", "inconclusive")
         assert "2 x" in line and "12 questions" in line
     grid = json.loads((tmp_path / "ci" / "grid.json").read_text())
-    assert len(grid["cells"]) == 7
+    assert len(grid["cells"]) == 11

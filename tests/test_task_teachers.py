@@ -62,16 +62,17 @@ def test_only_embedded_tasks_have_teachers(tmp_path):
 
 
 def test_the_shipped_extractive_teacher_answers_as_recorded(tmp_path):
-    """The shipped teacher (not yet the F1 >= 80 the experiments need: results.md) loads
-    with the default teacher's vocabulary and answers as its record says."""
+    """The shipped teacher (test F1 71, not yet the 80 the experiments ask for: results.md)
+    loads with the default teacher's vocabulary and answers as its record says."""
     folder = materialise_task_teacher("teacher-extractive_qa")
     assert folder.parent.name == "teachers" and (folder / "model.safetensors").exists()
     record = json.loads((folder / "uld.json").read_text())
-    assert record["validation"]["f1"] >= 35 and record["curve"][-1]["step"] == record["recipe"]["steps"]
+    assert record["validation"]["f1"] >= 65 and record["curve"][-1]["step"] == record["recipe"]["steps"]
     assert record["command"].startswith("python -m uld train-teacher --task extractive_qa")
     teacher = load_tokenizer("teacher-extractive_qa")
     assert teacher.get_vocab() == load_tokenizer("default-teacher", tmp_path).get_vocab()  # the kl control's vocabulary
     model = load_model("teacher-extractive_qa")
     rows = load_task("extractive_qa", "test", limit=40)
     predictions = answer_questions(model, teacher, rows, kind="extractive_qa", prompt="teacher")
-    assert score_answers("extractive_qa", predictions, rows["answers"])["f1"] >= 30  # measured: 47.5
+    assert score_answers("extractive_qa", predictions, rows["answers"])["f1"] >= 55  # measured: 67.5
+

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Difference", "paired_difference", "question_scores", "compare_folders", "VERDICTS"]
+__all__ = ["Difference", "paired_difference", "question_scores", "compare_folders", "score_interval", "VERDICTS"]
 
 VERDICTS = ("above", "below", "inconclusive")
 
@@ -119,6 +119,37 @@ def compare_folders(first: list, second: list, metric: str, confidence: float = 
             raise ValueError("the runs did not answer the same questions: compare runs on one evaluation split")
     a, b = ([[run[q] for q in questions] for run in table] for table in tables)
     return paired_difference(a, b, confidence)
+
+
+def score_interval(folders: list, metric: str, confidence: float = 0.95, resamples: int = 9999,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: one method's score over its runs (one folder per seed) and a
+    bootstrap interval of that mean over questions, each question's score averaged over
+    seeds: the error bar of a results figure.
+
+    >>> import numpy as np, json, tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> lines = [{"id": i, "prediction": "a" if i % 2 else "b", "references": ["a"]} for i in range(100)]
+    >>> _ = (folder / "predictions.jsonl").write_text("\\n".join(json.dumps(line) for line in lines))
+    >>> mean, low, high = score_interval([folder], "em")
+    >>> mean, low < 50 < high
+    (50.0, True)
+    """
+    from scipy.stats import bootstrap
+
+    tables = [question_scores(folder, metric) for folder in folders]
+    if not tables:
+        raise ValueError("score_interval needs at least one finished run")
+    questions = sorted(tables[0])
+    if any(sorted(table) != questions for table in tables):
+        raise ValueError("the runs did not answer the same questions: compare runs on one evaluation split")
+    per_question = _per_seed([[table[q] for q in questions] for table in tables], "scores").mean(axis=0)
+    mean = float(per_question.mean())
+    if np.all(per_question == per_question[0]):
+        return mean, mean, mean
+    result = bootstrap((per_question,), np.mean, vectorized=True, n_resamples=resamples, confidence_level=confidence,
+                       method="percentile", rng=np.random.default_rng(seed))
+    return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _per_seed(scores, name: str) -> np.ndarray:

@@ -2,18 +2,20 @@
 
 Three tasks, one of each kind the paper uses, each with train/validation/test splits:
 
-* ``extractive_qa`` (like SQuAD, QED): a paragraph about a few people and organisations,
-  a question about one fact; the answer is a span copied from the paragraph.
-* ``generative_qa`` (like FairytaleQA, PubMedQA): the same kind of paragraph, but the
-  answer has to be *composed*: an age from two years, a sum of two counts, a yes/no with
+* ``extractive_qa`` (like SQuAD, QED): a profile of one person in which every kind of
+  answer has a distractor of its kind (two cities, three years, two jobs, two workplaces,
+  two counts, a friend's city and job), a question about one fact; the answer is a span
+  copied from the paragraph.
+* ``generative_qa`` (like FairytaleQA, PubMedQA): a paragraph about two or three people,
+  and the answer has to be *composed*: an age from two years, a sum of two counts, a yes/no with
   its reason. It is not a span of the paragraph.
 * ``dialogue_summary`` (like DialogSum): a two-person dialogue about a plan (a meeting,
   an order, a booking) with small talk around it; the answer is a one-sentence summary.
 
 Variety against memorisation: names, surnames, cities, organisations, occupations,
 animals, years and counts are drawn independently; sentences come from several templates
-each; every paragraph carries distractor facts of the same types about other people, so
-the question can only be answered by reading. Every record is generated from its own
+each; every paragraph carries distractor facts of the same types, so the question can
+only be answered by reading. Every record is generated from its own
 ``random.Random(f"{seed}:{task}:{index}")`` stream, so a record never depends on Python's
 hash seed or on the other records, and splits are cut by index: they never share a
 record, and a duplicate text is dropped from the later split.
@@ -70,6 +72,9 @@ PLACES = ["the station", "the market square", "the museum entrance", "the librar
           "the town hall", "the cafe on the corner", "the bus stop", "the bakery"]
 ITEMS = {"notebooks": 3, "lamps": 25, "chairs": 40, "umbrellas": 12, "kettles": 18, "backpacks": 30, "mugs": 6,
          "plants": 9, "tickets": 15, "books": 11}
+FILLERS = ["The winter that year was unusually mild.", "Most of the town's streets are lined with lime trees.",
+           "A new bridge over the river opened in the spring.", "The local newspaper is printed every Thursday.",
+           "Tourists often visit the old harbour in the summer.", "The town holds a music festival each August."]
 TIMES = ["8 am", "9 am", "10 am", "11 am", "noon", "1 pm", "2 pm", "3 pm", "4 pm", "5 pm", "6 pm", "7 pm"]
 
 
@@ -89,31 +94,40 @@ def _a(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
+def _fact_sentences(rng: random.Random, p: dict) -> dict[str, str]:
+    """One sentence for each kind of fact about a person (``born``, ``work``, ``pets``,
+    ``joined``), each from one of several templates; the ``born`` one names the person in
+    full. Every sentence opens with the person's name and states the fact after it, so a
+    left-to-right reader (a causal LM) has met the subject before the value it must bind to it."""
+    return {
+        "born": rng.choice([
+            f"{p['name']} was born in {p['city']} in {p['born']}.",
+            f"{p['name']} was born in {p['born']} and grew up in {p['city']}.",
+            f"{p['name']} comes from {p['city']}, where {p['first']} was born in {p['born']}.",
+        ]),
+        "work": rng.choice([
+            f"{p['first']} works as {_a(p['job'])} at {p['org']}.",
+            f"{p['first']} is {_a(p['job'])} at {p['org']} today.",
+            f"{p['first']} has a job as {_a(p['job'])} at {p['org']}.",
+        ]),
+        "pets": rng.choice([
+            f"{p['first']} keeps {p['pets']} {p['animal']} at home.",
+            f"{p['first']} looks after {p['pets']} {p['animal']} at home.",
+            f"{p['first']} owns {p['pets']} {p['animal']}.",
+        ]),
+        "joined": rng.choice([
+            f"{p['first']} joined {p['org']} in {p['joined']}.",
+            f"{p['first']} started at {p['org']} in {p['joined']}.",
+        ]),
+    }
+
+
 def _facts(rng: random.Random, p: dict) -> list[str]:
-    """Sentences stating one person's facts, each from one of several templates; the
-    first one names the person in full."""
-    born = rng.choice([
-        f"{p['name']} was born in {p['city']} in {p['born']}.",
-        f"Born in {p['born']}, {p['name']} grew up in {p['city']}.",
-        f"{p['name']} comes from {p['city']}, where {p['first']} was born in {p['born']}.",
-    ])
-    work = rng.choice([
-        f"{p['first']} works as {_a(p['job'])} at {p['org']}.",
-        f"Today {p['first']} is {_a(p['job'])} at {p['org']}.",
-        f"At {p['org']}, {p['first']} has a job as {_a(p['job'])}.",
-    ])
-    pets = rng.choice([
-        f"{p['first']} keeps {p['pets']} {p['animal']} at home.",
-        f"At home, {p['first']} looks after {p['pets']} {p['animal']}.",
-        f"{p['first']} owns {p['pets']} {p['animal']}.",
-    ])
-    joined = rng.choice([
-        f"{p['first']} joined {p['org']} in {p['joined']}.",
-        f"In {p['joined']}, {p['first']} started at {p['org']}.",
-    ])
-    rest = [work, pets, joined]
+    """A person's four fact sentences: the one naming them in full first, the others shuffled."""
+    sentences = _fact_sentences(rng, p)
+    rest = [sentences["work"], sentences["pets"], sentences["joined"]]
     rng.shuffle(rest)
-    return [born] + rest
+    return [sentences["born"]] + rest
 
 
 def _paragraph(rng: random.Random, people: list[dict]) -> str:
@@ -122,11 +136,7 @@ def _paragraph(rng: random.Random, people: list[dict]) -> str:
     for person in people:
         person["joined"] = person["born"] + rng.randint(18, 30)
         blocks.append(_facts(rng, person))
-    for filler in rng.sample([
-        "The winter that year was unusually mild.", "Most of the town's streets are lined with lime trees.",
-        "A new bridge over the river opened in the spring.", "The local newspaper is printed every Thursday.",
-        "Tourists often visit the old harbour in the summer.", "The town holds a music festival each August.",
-    ], k=2):
+    for filler in rng.sample(FILLERS, k=2):
         blocks.insert(rng.randint(0, len(blocks)), [filler])
     return " ".join(sentence for block in blocks for sentence in block)
 
@@ -136,10 +146,9 @@ def _record_rng(task: str, index: int, seed: int) -> random.Random:
 
 
 def extractive_record(index: int, seed: int = SEED) -> dict:
-    """One extractive QA record: the answer is a span of the context."""
-    rng = _record_rng("extractive_qa", index, seed)
-    people, context = _people_and_paragraph(rng)
-    question, answer = rng.choice(_extractive_questions(rng.choice(people)))
+    """One extractive QA record: the answer is a span of the context, among distractors of its type."""
+    context, questions = _profile(_record_rng("extractive_qa", index, seed))
+    question, answer = questions[_record_rng("extractive_qa:question", index, seed).randrange(len(questions))]
     return dict(id=f"extractive_qa-{index:05d}", context=context, question=question, answers=[answer])
 
 
@@ -164,9 +173,9 @@ def every_question(task: str, index: int, seed: int = SEED) -> tuple[str, list[t
     if task == "dialogue_summary":
         record = dialogue_record(index, seed)
         return record["context"], [(record["question"], record["answers"][0])]
-    people, context = _people_and_paragraph(_record_rng(task, index, seed))
     if task == "extractive_qa":
-        return context, [pair for p in people for pair in _extractive_questions(p)]
+        return _profile(_record_rng(task, index, seed))
+    people, context = _people_and_paragraph(_record_rng(task, index, seed))
     if task == "generative_qa":
         return context, [pair for a in people for b in people if a is not b for pair in _generative_questions(a, b)]
     raise ValueError(f"unknown embedded task {task!r}; choose from {', '.join(EMBEDDED_TASKS)}")
@@ -201,15 +210,61 @@ def _people_and_paragraph(rng: random.Random) -> tuple[list[dict], str]:
     return people, _paragraph(rng, people)
 
 
-def _extractive_questions(p: dict) -> list[tuple[str, str]]:
-    return [
-        (f"Where was {p['name']} born?", p["city"]),
-        (f"In which year was {p['name']} born?", str(p["born"])),
-        (f"What is {p['name']}'s job?", p["job"]),
-        (f"Where does {p['name']} work?", p["org"]),
-        (f"How many {p['animal']} does {p['name']} have?", str(p["pets"])),
-        (f"When did {p['name']} join {p['org']}?", str(p["joined"])),
+def _profile(rng: random.Random) -> tuple[str, list[tuple[str, str]]]:
+    """An extractive paragraph and every question it answers: one person, and for every kind
+    of answer a distractor of the same kind (the city they were born in and the one they live
+    in, the year they were born, joined and moved, their job and their former one, two
+    numbers of animals, two workplaces), plus a friend with a city and a job of their own.
+    Each sentence names its person before the fact, so a left-to-right reader has met the
+    subject before the value; what tells the answer from its distractors is the relation the
+    question asks about."""
+    taken: set = set()
+    p, friend = _person(rng, taken), _person(rng, taken)
+    p["home"] = rng.choice([city for city in CITIES if city not in (p["city"], friend["city"])])
+    p["moved"] = p["born"] + rng.randint(18, 30)
+    p["joined"] = p["moved"] + rng.randint(1, 10)
+    p["before"] = rng.choice([job for job in OCCUPATIONS if job not in (p["job"], friend["job"])])
+    p["weekends"] = rng.choice([org for org in ORGANISATIONS if org != p["org"]])
+    p["other_animal"] = rng.choice([animal for animal in ANIMALS if animal != p["animal"]])
+    p["other_pets"] = rng.choice([n for n in range(2, 10) if n != p["pets"]])
+    name, first = p["name"], p["first"]
+    sentences = [rng.choice([
+        f"{name} was born in {p['city']} in {p['born']}.",
+        f"{name} was born in {p['born']} in {p['city']}.",
+        f"{name} comes from {p['city']}, where {first} was born in {p['born']}.",
+    ])]
+    rest = [
+        rng.choice([f"{first} moved to {p['home']} in {p['moved']}.",
+                    f"{first} has lived in {p['home']} since {p['moved']}."]),
+        rng.choice([f"{first} works as {_a(p['job'])} at {p['org']}.",
+                    f"{first} is {_a(p['job'])} at {p['org']} today."]),
+        rng.choice([f"{first} joined {p['org']} in {p['joined']}.", f"{first} started at {p['org']} in {p['joined']}."]),
+        rng.choice([f"{first} used to work as {_a(p['before'])}.", f"{first} was {_a(p['before'])} before that."]),
+        rng.choice([f"{first} keeps {p['pets']} {p['animal']} and {p['other_pets']} {p['other_animal']} at home.",
+                    f"{first} owns {p['pets']} {p['animal']} and {p['other_pets']} {p['other_animal']}."]),
+        rng.choice([f"{first} volunteers at {p['weekends']} on weekends.",
+                    f"On weekends {first} helps out at {p['weekends']}."]),
+        rng.choice([f"{first}'s friend {friend['name']} is {_a(friend['job'])} in {friend['city']}.",
+                    f"{friend['name']}, a friend of {first}, works as {_a(friend['job'])} in {friend['city']}."]),
     ]
+    rng.shuffle(rest)
+    blocks = [sentences[0], *rest]
+    for filler in rng.sample(FILLERS, k=2):
+        blocks.insert(rng.randint(0, len(blocks)), filler)
+    pets = [(p["animal"], p["pets"]), (p["other_animal"], p["other_pets"])]
+    questions = [
+        (f"Where was {name} born?", p["city"]),
+        (f"Where does {name} live now?", p["home"]),
+        (f"In which year was {name} born?", str(p["born"])),
+        (f"In which year did {name} move to {p['home']}?", str(p["moved"])),
+        (f"When did {name} join {p['org']}?", str(p["joined"])),
+        (f"What is {name}'s job?", p["job"]),
+        (f"What was {name}'s job before?", p["before"]),
+        (f"Where does {name} work?", p["org"]),
+        (f"Where does {name} volunteer?", p["weekends"]),
+        *[(f"How many {animal} does {name} have?", str(count)) for animal, count in pets],
+    ]
+    return " ".join(blocks), questions
 
 
 def _generative_questions(a: dict, b: dict) -> list[tuple[str, str]]:

@@ -19,7 +19,7 @@ import string
 from collections import Counter
 
 __all__ = ["normalise_answer", "squad_f1", "exact_match", "rouge_lsum", "bertscore_f1", "score", "per_example",
-           "METRICS"]
+           "top_answer_share", "METRICS"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -140,3 +140,18 @@ def per_example(metric: str, predictions: list[str], references: list[list[str]]
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     return _PER_EXAMPLE[metric](predictions, references)
+
+
+def top_answer_share(predictions: list[str]) -> tuple[str, float]:
+    """The most common answer (normalised as SQuAD does) and its share of ``predictions``:
+    a student that gives one answer to every question has share 1.
+
+    >>> top_answer_share(["Lund", "lund.", "Porto", "Cork"])
+    ('lund', 0.5)
+    """
+    from collections import Counter
+
+    if not predictions:
+        raise ValueError("no predictions to count")
+    answer, count = Counter(normalise_answer(p) for p in predictions).most_common(1)[0]
+    return answer, count / len(predictions)

@@ -12,13 +12,13 @@ tiny-llama         Llama               real Llama SentencePiece (32,000)        
 tiny-opt           OPT                 real GPT-2 BPE, as OPT uses (50,257)        student
 tiny-pythia        GPT-NeoX (Pythia)   byte-level BPE trained here (1,600)         student
 tiny-bloom         Bloom               byte-level BPE trained here (1,000)         student
-tiny-mt5           mT5 (enc-dec)       default-teacher's (1,334)                   student
+tiny-mt5           mT5 (enc-dec)       default-teacher's (1,355)                   student
 default-teacher    Llama               Llama SentencePiece cut to the corpus       teacher
-                                       (1,334)
+                                       (1,355)
 default-student    GPT-NeoX (Pythia)   GPT-2 byte-level BPE cut to the corpus,     student
-                                       digits one by one (1,358)
+                                       digits one by one (1,381)
 default-student-*  GPT-NeoX, mT5       default-student's                           student
-default-student-   GPT-NeoX            default-teacher's (1,334)                   student
+default-student-   GPT-NeoX            default-teacher's (1,355)                   student
 shared
 =================  ==================  ==========================================  ==========
 
@@ -53,6 +53,8 @@ same ids.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -193,7 +195,14 @@ def materialise_tiny_model(name: str, cache: Path | None = None) -> Path:
 def _tiny_record(name: str) -> dict:
     spec = TINY_MODELS[name]
     return {"name": name, "architecture": spec.architecture, "tokenizer": spec.tokenizer, "role": spec.role,
-            "width": spec.width, "layers": spec.layers, "build": TINY_BUILD}
+            "width": spec.width, "layers": spec.layers, "build": TINY_BUILD, "corpus": _corpus_digest()}
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus_digest() -> str:
+    """A digest of the embedded text the vocabularies are fitted to: a tiny model cached
+    before the embedded tasks changed is rebuilt, not reused with a stale vocabulary."""
+    return hashlib.sha256("\n".join(_embedded_text()).encode()).hexdigest()[:16]
 
 
 def _tiny_model_is_current(name: str, folder: Path) -> bool:

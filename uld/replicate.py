@@ -45,11 +45,12 @@ __all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT
 ROOT = Path(__file__).resolve().parents[1]
 RUNNERS = ("distill", "notebook")
 RESULT_COLUMNS = ["cell", "status", "task", "teacher", "student", "method", "distillation_weight", "train_fraction",
-                  "seed", "metric", "score", "em", "n_train", "steps", "seconds", "error"]
+                  "seed", "metric", "score", "em", "n_train", "steps", "seconds", "top_answer_share", "error"]
 # What a cell's settings may leave out because its method does not read them.
 _CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
           "skip_teacher_eos")
-_IGNORED = {"raw": ("distillation_weight", "train_fraction", "seed", "teacher", "teacher_shots", *_CACHE),
+_TRAINING = ("train_limit", "train_fraction", "epochs", "learning_rate", "weight_decay", "batch_size", "eval_steps")
+_IGNORED = {"raw": ("distillation_weight", "seed", "teacher", "teacher_shots", *_TRAINING, *_CACHE),
             "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
             "seqkd": ("distillation_weight", *_CACHE),
             "kl": ("teacher_cache", "teacher_cache_top_k", "top_k")}
@@ -202,11 +203,22 @@ def results_rows(cells) -> list[dict]:
             metrics = json.loads((folder / "metrics.json").read_text())
             row.update(status="done", metric=metrics["metric"], score=metrics["scores"][metrics["metric"]],
                        em=metrics["scores"].get("em", ""), n_train=metrics["n_train"], steps=metrics["steps"],
-                       seconds=metrics["seconds"])
+                       seconds=metrics["seconds"], top_answer_share=_top_answer_share(folder))
         elif (folder / "error.txt").exists():
             row.update(status="failed", error=(folder / "error.txt").read_text().strip().splitlines()[-1][:300])
         rows.append(row)
     return rows
+
+
+def _top_answer_share(folder: Path) -> float | str:
+    """The share of the run's answers taken by its most common one ("" without predictions)."""
+    from uld.metrics import top_answer_share
+
+    path = folder / "predictions.jsonl"
+    if not path.exists():
+        return ""
+    predictions = [json.loads(line)["prediction"] for line in path.read_text(encoding="utf-8").splitlines()]
+    return round(top_answer_share(predictions)[1], 4) if predictions else ""
 
 
 def write_results(out: Path, cells) -> None:
@@ -220,22 +232,26 @@ def write_results(out: Path, cells) -> None:
 
 
 def summarise(rows: list[dict]) -> str:
-    """A markdown table: one line per setting, mean and spread over seeds, the paper's number."""
+    """A markdown table: one line per setting (training examples included), mean and spread
+    over seeds, the largest share one answer takes in a seed's predictions, the paper's number."""
     groups: dict = {}
     for row in rows:
         if row["status"] != "done":
             continue
-        key = tuple(row[k] for k in ("task", "teacher", "student", "method", "distillation_weight", "train_fraction"))
+        key = tuple(row.get(k, "") for k in ("task", "teacher", "student", "method", "distillation_weight",
+                                             "train_fraction", "n_train"))
         groups.setdefault(key, []).append(row)
-    lines = ["| task | teacher | student | method | lambda | fraction | metric | score (mean ± sd) | seeds | paper |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | teacher | student | method | lambda | fraction | examples | metric | score (mean ± sd) | seeds "
+             "| top answer | paper |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, members in groups.items():
-        task, teacher, student, method, weight, fraction = key
+        task, teacher, student, method, weight, fraction, examples = key
         scores = [float(m["score"]) for m in members]
         spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
         paper = paper_number(task, teacher, student, method, weight, fraction)
         lines.append(f"| {task} | {teacher or '-'} | {student} | {method} | {weight if method == 'uld' else '-'} | "
-                     f"{fraction} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | {len(scores)} | "
+                     f"{fraction} | {examples} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | {len(scores)} | "
+                     f"{_largest_share(members)} | "
                      f"{'-' if paper is None else f'{paper:.2f}'} |")
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
@@ -266,15 +282,16 @@ def comparison_lines(cells, rows: list[dict]) -> list[str]:
             continue
         compared.add(key)
         found = compare_folders([m["folder"] for m in groups[key]], [m["folder"] for m in base], row["metric"])
-        lines.append(f"| {row['task']} | {row['student']} | {_label(row)} − {baseline} | {found.difference:+.2f} | "
+        lines.append(f"| {row['task']} | {row['student']} | {row['n_train']} | {_label(row)} − {baseline} | "
+                     f"{found.difference:+.2f} | "
                      f"[{found.low:+.2f}, {found.high:+.2f}] | {found.verdict} | "
                      f"{found.seeds[0]} x {found.seeds[1]} seeds, {found.questions} questions |")
     if not lines:
         return []
     return ["", "Paired comparisons (95% bootstrap interval over questions, each question's score averaged over "
             "seeds; inconclusive when the interval holds zero or no seed changed any answer):", "",
-            "| task | student | comparison | difference | 95% interval | verdict | runs |",
-            "|---|---|---|---|---|---|---|", *lines, ""]
+            "| task | student | examples | comparison | difference | 95% interval | verdict | runs |",
+            "|---|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def _setting_key(config: DistillConfig, method: str) -> str:
@@ -313,26 +330,51 @@ def paper_number(task: str, teacher: str, student: str, method: str, weight: flo
 
 
 def _figure(out: Path, cells) -> None:
-    """Bars per task and method (mean over seeds, each seed a dot) in ``results.png``."""
+    """``results.png``: one panel per task, a bar per student and method at its mean score
+    over seeds, with its 95% bootstrap interval over questions (`uld.comparison.score_interval`)
+    and each seed's score as a dot; the students' bars in separate groups."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) stays as it is
+
+    from uld.comparison import score_interval
 
     rows = [row for row in results_rows(cells) if row["status"] == "done"]
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     if not tasks:
         return
-    figure = Figure(figsize=(4.5 * len(tasks), 3.6))
+    bars = max(len({(r["student"], _label(r), r["n_train"]) for r in rows if r["task"] == t}) for t in tasks)
+    figure = Figure(figsize=(max(4.5, 1.5 + 0.6 * bars) * len(tasks), 4.6))
     axes = figure.subplots(1, len(tasks), squeeze=False)
+    colours = {"raw": "#bbb", "sft": "#89a", "seqkd": "#6a8fc0", "uld": "#d84", "kl": "#5a5"}
     for axis, task in zip(axes[0], tasks):
-        labels = list(dict.fromkeys(_label(row) for row in rows if row["task"] == task))
-        for x, label in enumerate(labels):
-            scores = [float(row["score"]) for row in rows if row["task"] == task and _label(row) == label]
-            axis.bar(x, statistics.mean(scores), color="#9ab" if "uld" not in label else "#d84", alpha=0.8)
-            axis.scatter([x] * len(scores), scores, color="black", s=10, zorder=3)
-        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-        axis.set_title(task)
-        axis.set_ylabel(next(row["metric"] for row in rows if row["task"] == task))
+        members = [row for row in rows if row["task"] == task]
+        students = list(dict.fromkeys(row["student"] for row in members))
+        x, ticks, names = 0.0, [], []
+        sizes = {row["n_train"] for row in members if row["method"] != "raw"}
+        for student in students:
+            settings = dict.fromkeys((_label(row), row["n_train"]) for row in members if row["student"] == student)
+            for number, (label, examples) in enumerate(settings):
+                runs = [row for row in members if row["student"] == student and (_label(row), row["n_train"]) == (
+                    label, examples)]
+                mean, low, high = score_interval([row["folder"] for row in runs], runs[0]["metric"])
+                axis.bar(x, mean, color=colours.get(runs[0]["method"], "#9ab"), alpha=0.85)
+                axis.errorbar(x, mean, yerr=[[mean - low], [high - mean]], color="black", capsize=4, lw=1.2)
+                axis.scatter([x] * len(runs), [float(row["score"]) for row in runs], color="black", s=9, zorder=3)
+                ticks.append(x)
+                name = f"{label}, {examples} ex." if len(sizes) > 1 and runs[0]["method"] != "raw" else label
+                names.append(f"{student}\n{name}" if number == 0 else name)
+                x += 1
+            x += 0.6  # a gap between students
+        axis.set_xticks(ticks, names, rotation=35, ha="right", fontsize=9)
+        axis.set_title(task, fontsize=11)
+        axis.set_ylabel(f"{members[0]['metric']} (bars: 95% interval over questions)", fontsize=9)
     figure.tight_layout()
     figure.savefig(out / "results.png", dpi=110)
+
+
+def _largest_share(members: list[dict]) -> str:
+    """The largest share any seed's most common answer takes, e.g. ``12%``."""
+    shares = [float(m["top_answer_share"]) for m in members if m.get("top_answer_share") not in ("", None)]
+    return f"{max(shares):.0%}" if shares else "-"
 
 
 def _label(row: dict) -> str:

@@ -28,6 +28,7 @@ import torch
 from transformers import Trainer
 
 from uld.data import collate, encode_decoder, encode_encoder_decoder
+from uld.diagnostics import mean_answer_entropy
 from uld.loss import ULDLoss
 from uld.prompts import shots_for_row, student_prompt, teacher_prompt
 from uld.teacher_cache import SortedTeacher, TeacherCache
@@ -118,7 +119,8 @@ class DistillationTrainer(Trainer):
     """`transformers.Trainer` whose loss is `ULDLoss` against a frozen teacher.
 
     With ``teacher=None`` it is plain cross-entropy training (``sft``, ``seqkd``). Logs
-    ``crossentropy`` and ``distillation`` beside ``loss``.
+    ``crossentropy``, ``distillation`` and ``entropy`` (the student's mean entropy in nats
+    on the answer tokens it is trained on: `uld.diagnostics`) beside ``loss``.
     """
 
     def __init__(self, *args, teacher=None, loss_fn: ULDLoss | None = None, student_is_encoder_decoder=False,
@@ -139,7 +141,7 @@ class DistillationTrainer(Trainer):
                 raise ValueError("a teacher needs a loss_fn (uld.ULDLoss) to be distilled from")
         self.loss_fn = loss_fn
         self.encoder_decoder = (student_is_encoder_decoder, teacher_is_encoder_decoder)
-        self._components: dict[str, list[float]] = {"crossentropy": [], "distillation": []}
+        self._components: dict[str, list[float]] = {"crossentropy": [], "distillation": [], "entropy": []}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("example", None)
@@ -147,6 +149,7 @@ class DistillationTrainer(Trainer):
         if not teacher_inputs:  # sft, seqkd, held-out gold answers: the model's own cross-entropy
             outputs = model(**inputs)
             self._components["crossentropy"].append(outputs.loss.item())
+            self._log_entropy(outputs.logits, inputs["labels"])
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         # The student's cross-entropy comes from ULDLoss, so a decoder gets no labels here
         # (the model would compute a second, full-vocabulary cross-entropy).
@@ -165,7 +168,12 @@ class DistillationTrainer(Trainer):
                                   teacher_inputs["labels"].to(outputs.logits.device), *self.encoder_decoder)
         self._components["crossentropy"].append(result.crossentropy.item())
         self._components["distillation"].append(result.distillation.item())
+        self._log_entropy(outputs.logits, inputs["labels"])
         return (result.loss, outputs) if return_outputs else result.loss
+
+    def _log_entropy(self, logits, labels) -> None:
+        if self.model.training and bool((labels != -100).any()):  # held-out evaluation has its own metrics
+            self._components["entropy"].append(mean_answer_entropy(logits.detach(), labels, self.encoder_decoder[0]).item())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume weights through ``from_pretrained``, which maps renamed keys.

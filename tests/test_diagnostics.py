@@ -1,0 +1,69 @@
+"""Diagnostics: entropies, the teacher's confidence, positions ULD compares alike."""
+
+import math
+
+import pytest
+import torch
+
+from uld.diagnostics import answer_confidence, mean_answer_entropy, positions_alike, summarise
+from uld.distill import DistillConfig, run_distillation
+from uld.models import load_model, load_tokenizer
+from uld.tokenizers import train_tokenizer
+
+TEXTS = ["the cat sat on the mat"] * 50
+
+
+def test_answer_entropy_is_log_v_for_uniform_logits_and_zero_for_a_sure_one():
+    labels = torch.tensor([[-100, -100, 3, 4]])
+    assert mean_answer_entropy(torch.zeros(1, 4, 10), labels).item() == pytest.approx(math.log(10))
+    sure = torch.full((1, 4, 10), -1e4)
+    sure[..., 0] = 1e4
+    assert mean_answer_entropy(sure, labels).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_answer_entropy_reads_only_the_positions_that_predict_answers():
+    logits = torch.zeros(1, 3, 8)
+    logits[0, 0, 0] = 1e4  # predicts label 1, an answer token: sure
+    # position 1 (uniform) predicts label 2 (-100) and position 2 predicts nothing
+    assert mean_answer_entropy(logits, torch.tensor([[-100, 7, -100]])).item() == pytest.approx(0.0, abs=1e-6)
+    assert mean_answer_entropy(logits, torch.tensor([[7, -100, -100]]), encoder_decoder=True).item() == \
+        pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="no answer tokens"):
+        mean_answer_entropy(logits, torch.full((1, 3), -100))
+
+
+def test_positions_alike_is_one_for_one_tokenizer_and_zero_when_one_side_spells_by_bytes():
+    words = train_tokenizer(TEXTS, kind="bpe", vocab_size=300)
+    bytes_only = train_tokenizer(TEXTS, kind="bpe", vocab_size=10)  # no merges: one token per byte
+    assert positions_alike(words, words, ["cat", "the mat"]) == 1.0
+    assert positions_alike(words, bytes_only, ["cat"]) == 0.0
+    with pytest.raises(ValueError, match="no answers"):
+        positions_alike(words, words, [])
+
+
+def test_the_teachers_confidence_is_one_value_per_answer_token():
+    tokenizer, model = load_tokenizer("default-teacher"), load_model("default-teacher")
+    answers = ["Lund", "the Harbour Library"]
+    measured = answer_confidence(model, tokenizer, ["Question: where? Answer:"] * 2, answers)
+    tokens = sum(len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) for a in answers)
+    assert measured["top1"].shape == measured["entropy"].shape == (tokens,)
+    assert ((measured["top1"] > 0) & (measured["top1"] <= 1)).all()
+    assert (measured["entropy"] >= 0).all() and (measured["entropy"] <= math.log(len(tokenizer)) + 1e-4).all()
+    with pytest.raises(ValueError, match="one answer per prompt"):
+        answer_confidence(model, tokenizer, ["a", "b"], ["c"])
+
+
+def test_summarise_gives_quartiles_and_refuses_nothing():
+    assert summarise([1, 2, 3, 4, 5])["median"] == 3.0
+    with pytest.raises(ValueError):
+        summarise([])
+
+
+@pytest.mark.parametrize("method", ["sft", "uld"])
+def test_training_logs_the_students_answer_entropy(tmp_path, method):
+    results = run_distillation(DistillConfig(method=method, out=str(tmp_path), train_limit=16, eval_limit=4,
+                                             batch_size=8, max_new_tokens=4, logging_steps=1),
+                               echo=lambda line: None, progress=False)
+    entropies = [entry["entropy"] for entry in results["log_history"] if "loss" in entry]
+    vocabulary = len(load_tokenizer("default-student"))
+    assert entropies and all(0 < value <= math.log(vocabulary) + 1e-4 for value in entropies)

@@ -1,0 +1,144 @@
+"""Diagnostics that explain a distillation result with measurements, not stories.
+
+Three questions decide what logit distillation can carry from a teacher to a student:
+
+* How sure is the teacher of its own answers? (`answer_confidence`: the top-1
+  probability and entropy of its next-token distribution at every token of its answers.)
+  A teacher that puts all its mass on one token has nothing beyond its answer to give: the
+  sorted distribution is then one-hot, and ULD teaches what the teacher's answer already does.
+* Does the student follow the teacher's uncertainty? (`DistillationTrainer` logs the
+  student's mean entropy on answer tokens as ``entropy`` beside its loss, for every method,
+  so the curves of ``seqkd`` and ``uld`` can be set against the teacher's.)
+* When ULD compares the two answers position by position, do the two tokens at a position
+  stand for the same text? (`positions_alike`: the share of compared positions whose two
+  tokens cover the same characters of the answer.) Where they do not, ULD matches the shape
+  of a distribution over one piece of text with one over another.
+
+>>> from uld.tokenizers import train_tokenizer
+>>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
+>>> positions_alike(tok, tok, ["the cat"])
+1.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from uld.tokenizers import token_texts
+
+__all__ = ["answer_confidence", "entropy", "mean_answer_entropy", "positions_alike", "character_spans", "summarise"]
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of the softmax of ``logits`` ``[..., V]`` -> ``[...]``.
+
+    >>> round(float(entropy(torch.zeros(4))), 4)  # uniform over 4: log 4
+    1.3863
+    """
+    logits = logits.float()
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+@torch.no_grad()
+def mean_answer_entropy(logits: torch.Tensor, labels: torch.Tensor, encoder_decoder: bool = False) -> torch.Tensor:
+    """The mean entropy (nats) of the distributions that predict answer tokens.
+
+    ``logits`` ``[B, T, V]``, ``labels`` ``[B, T]`` with -100 outside answers; a decoder's
+    logits at ``t`` predict the label at ``t + 1``, an encoder-decoder's the label at ``t``.
+
+    >>> labels = torch.tensor([[-100, 5, 6]])
+    >>> round(float(mean_answer_entropy(torch.zeros(1, 3, 4), labels)), 4)
+    1.3863
+    """
+    if not encoder_decoder:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    chosen = labels != -100
+    if not chosen.any():
+        raise ValueError("no answer tokens in the batch (every label is -100)")
+    return entropy(logits[chosen]).mean()
+
+
+@torch.no_grad()
+def answer_confidence(model, tokenizer, prompts: list[str], answers: list[str]) -> dict:
+    """The model's next-token distribution at every token of ``answers``, each read after its prompt.
+
+    Returns ``{"top1": [n], "entropy": [n]}`` (numpy, one value per answer token over all
+    answers: the top-1 probability and the entropy in nats). An answer is tokenised as it
+    is trained: `` " " + answer`` after the prompt.
+
+    >>> from uld.models import load_model, load_tokenizer
+    >>> tok, model = load_tokenizer("tiny-llama"), load_model("tiny-llama")
+    >>> measured = answer_confidence(model, tok, ["Question: where? Answer:"], ["Lund"])
+    >>> measured["top1"].shape == measured["entropy"].shape, bool((measured["top1"] <= 1).all())
+    (True, True)
+    """
+    if len(prompts) != len(answers) or not prompts:
+        raise ValueError(f"need one answer per prompt and at least one; got {len(prompts)} prompts, "
+                         f"{len(answers)} answers")
+    top1, entropies = [], []
+    model.eval()
+    device = next(model.parameters()).device
+    for prompt, answer in zip(prompts, answers):  # one at a time: no padding to get wrong
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + answer_ids], device=device)
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]  # the positions predicting the answer
+        top1.append(torch.softmax(logits.float(), -1).max(-1).values.cpu())
+        entropies.append(entropy(logits).cpu())
+    return {"top1": torch.cat(top1).numpy(), "entropy": torch.cat(entropies).numpy()}
+
+
+def character_spans(tokenizer, text: str) -> list[tuple[int, int]]:
+    """The characters of ``text`` each of its tokens covers, as ``(start, end)``.
+
+    Leading-space markers count as the space they stand for (`uld.tokenizers.token_texts`).
+
+    >>> from uld.tokenizers import train_tokenizer
+    >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
+    >>> character_spans(tok, " the cat")
+    [(0, 4), (4, 8)]
+    """
+    spans, start = [], 0
+    for piece in token_texts(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"]):
+        spans.append((start, start + len(piece)))
+        start += len(piece)
+    return spans
+
+
+def positions_alike(teacher_tokenizer, student_tokenizer, answers: list[str]) -> float:
+    """The share of the positions ULD compares whose two tokens cover the same characters.
+
+    ULD aligns the teacher's and the student's answer tokens by position and cuts at the
+    shorter; position ``i`` counts as alike when both ``i``-th tokens stand for the same
+    characters of the answer (each answer read as ``" " + answer``, as it is trained). A
+    leading space is not a character of the answer: ``" Lund"`` and ``"Lund"`` cover alike.
+    """
+    answers = list(answers)
+    if not answers:
+        raise ValueError("no answers to compare")
+    alike = compared = 0
+    for answer in answers:
+        teacher = [(max(start, 1), end) for start, end in character_spans(teacher_tokenizer, " " + answer)]
+        student = [(max(start, 1), end) for start, end in character_spans(student_tokenizer, " " + answer)]
+        for a, b in zip(teacher, student):
+            compared += 1
+            alike += a == b
+    if compared == 0:
+        raise ValueError("the answers tokenise to nothing")
+    return alike / compared
+
+
+def summarise(values) -> dict:
+    """Mean and quartiles of ``values``, rounded for a table.
+
+    >>> summarise([0.1, 0.5, 0.9])
+    {'mean': 0.5, 'q25': 0.3, 'median': 0.5, 'q75': 0.7, 'count': 3}
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("no values to summarise")
+    q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
+    return {"mean": round(float(values.mean()), 4), "q25": round(float(q25), 4), "median": round(float(median), 4),
+            "q75": round(float(q75), 4), "count": int(values.size)}
