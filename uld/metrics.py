@@ -149,8 +149,6 @@ def top_answer_share(predictions: list[str]) -> tuple[str, float]:
     >>> top_answer_share(["Lund", "lund.", "Porto", "Cork"])
     ('lund', 0.5)
     """
-    from collections import Counter
-
     if not predictions:
         raise ValueError("no predictions to count")
     answer, count = Counter(normalise_answer(p) for p in predictions).most_common(1)[0]

@@ -34,6 +34,9 @@ def main() -> None:
                    "sha256": hashlib.sha256(weights.numpy().tobytes()).hexdigest(), "sum": float(weights.double().sum()),
                    "steps": trainer.state.global_step}
     (out / f"rank{trainer.args.process_index}.json").write_text(json.dumps(fingerprint))
+    if torch.distributed.is_initialized():  # a process group left to interpreter exit can abort the rank
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
