@@ -250,8 +250,8 @@ def summarise(rows: list[dict]) -> str:
         spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
         paper = paper_number(task, teacher, student, method, weight, fraction)
         lines.append(f"| {task} | {teacher or '-'} | {student} | {method} | {weight if method == 'uld' else '-'} | "
-                     f"{fraction} | {examples} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | {len(scores)} | "
-                     f"{_largest_share(members)} | "
+                     f"{fraction} | {examples} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | "
+                     f"{len(scores)} | {_largest_share(members)} | "
                      f"{'-' if paper is None else f'{paper:.2f}'} |")
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
@@ -355,9 +355,13 @@ def _figure(out: Path, cells) -> None:
             for number, (label, examples) in enumerate(settings):
                 runs = [row for row in members if row["student"] == student and (_label(row), row["n_train"]) == (
                     label, examples)]
-                mean, low, high = score_interval([row["folder"] for row in runs], runs[0]["metric"])
+                try:
+                    mean, low, high = score_interval([row["folder"] for row in runs], runs[0]["metric"])
+                except (OSError, ValueError):  # runs without per-question answers (e.g. a notebook's): no interval
+                    mean = low = high = statistics.mean(float(row["score"]) for row in runs)
                 axis.bar(x, mean, color=colours.get(runs[0]["method"], "#9ab"), alpha=0.85)
-                axis.errorbar(x, mean, yerr=[[mean - low], [high - mean]], color="black", capsize=4, lw=1.2)
+                if high > low:
+                    axis.errorbar(x, mean, yerr=[[mean - low], [high - mean]], color="black", capsize=4, lw=1.2)
                 axis.scatter([x] * len(runs), [float(row["score"]) for row in runs], color="black", s=9, zorder=3)
                 ticks.append(x)
                 name = f"{label}, {examples} ex." if len(sizes) > 1 and runs[0]["method"] != "raw" else label
