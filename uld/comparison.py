@@ -110,14 +110,10 @@ def compare_folders(first: list, second: list, metric: str, confidence: float = 
 
     Every run must have answered the same questions; ValueError names a mismatch.
     """
-    tables = [[question_scores(folder, metric) for folder in folders] for folders in (first, second)]
-    if not tables[0] or not tables[1]:
+    if not first or not second:
         raise ValueError("each side needs at least one finished run")
-    questions = sorted(tables[0][0])
-    for table in tables[0] + tables[1]:
-        if sorted(table) != questions:
-            raise ValueError("the runs did not answer the same questions: compare runs on one evaluation split")
-    a, b = ([[run[q] for q in questions] for run in table] for table in tables)
+    scores = _scores_by_question([*first, *second], metric)
+    a, b = scores[:len(first)], scores[len(first):]
     return paired_difference(a, b, confidence)
 
 
@@ -137,19 +133,25 @@ def score_interval(folders: list, metric: str, confidence: float = 0.95, resampl
     """
     from scipy.stats import bootstrap
 
-    tables = [question_scores(folder, metric) for folder in folders]
-    if not tables:
+    if not folders:
         raise ValueError("score_interval needs at least one finished run")
-    questions = sorted(tables[0])
-    if any(sorted(table) != questions for table in tables):
-        raise ValueError("the runs did not answer the same questions: compare runs on one evaluation split")
-    per_question = _per_seed([[table[q] for q in questions] for table in tables], "scores").mean(axis=0)
+    per_question = _per_seed(_scores_by_question(folders, metric), "scores").mean(axis=0)
     mean = float(per_question.mean())
     if np.all(per_question == per_question[0]):
         return mean, mean, mean
     result = bootstrap((per_question,), np.mean, vectorized=True, n_resamples=resamples, confidence_level=confidence,
                        method="percentile", rng=np.random.default_rng(seed))
     return mean, float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _scores_by_question(folders: list, metric: str) -> list[list[float]]:
+    """One row per run folder: its score on each question, the questions in one order;
+    ValueError when the runs did not answer the same questions."""
+    tables = [question_scores(folder, metric) for folder in folders]
+    questions = sorted(tables[0])
+    if any(sorted(table) != questions for table in tables):
+        raise ValueError("the runs did not answer the same questions: compare runs on one evaluation split")
+    return [[table[q] for q in questions] for table in tables]
 
 
 def _per_seed(scores, name: str) -> np.ndarray:
