@@ -23,34 +23,19 @@ import statistics
 from pathlib import Path
 
 from uld.data import load_task
-from uld.diagnostics import answer_confidence, positions_alike, summarise
-from uld.evaluation import answer_questions
+from uld.diagnostics import final_entropy, own_answer_confidence, positions_alike
 from uld.models import load_model, load_tokenizer
-from uld.prompts import teacher_prompt
 
 TEACHER, TASK = "teacher-extractive_qa", "extractive_qa"
-
-
-def teacher_confidence(limit: int) -> tuple[dict, list[str]]:
-    tokenizer, model = load_tokenizer(TEACHER), load_model(TEACHER)
-    rows = load_task(TASK, "test", limit=limit)
-    answers = [a.strip() for a in answer_questions(model, tokenizer, rows, kind=TASK, prompt="teacher")]
-    kept = [(row, answer) for row, answer in zip(rows, answers) if answer]
-    prompts = [teacher_prompt(tokenizer, TASK, row["context"], row["question"], []) for row, _ in kept]
-    measured = answer_confidence(model, tokenizer, prompts, [answer for _, answer in kept])
-    return {"top1": summarise(measured["top1"]), "entropy": summarise(measured["entropy"]),
-            "tokens_above_0.9": round(float((measured["top1"] > 0.9).mean()), 4)}, [a for _, a in kept]
 
 
 def student_entropies(runs: Path) -> list[dict]:
     groups: dict = {}
     for metrics_path in sorted(runs.glob("cells/*/metrics.json")):
         metrics = json.loads(metrics_path.read_text())
-        logged = [entry["entropy"] for entry in metrics.get("log_history", []) if "entropy" in entry]
-        if not logged:
-            continue
-        key = (metrics["student"], metrics["method"], metrics["n_train"])
-        groups.setdefault(key, []).append(statistics.mean(logged[-3:]))
+        ending = final_entropy(metrics.get("log_history", []))
+        if ending is not None:
+            groups.setdefault((metrics["student"], metrics["method"], metrics["n_train"]), []).append(ending)
     return [{"student": s, "method": m, "examples": n, "entropy": round(statistics.mean(v), 4), "seeds": len(v)}
             for (s, m, n), v in sorted(groups.items())]
 
@@ -60,8 +45,10 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/cpu"), help="a finished main job's folder")
     parser.add_argument("--limit", type=int, default=200, help="test questions the teacher answers")
     args = parser.parse_args()
-    confidence, answers = teacher_confidence(args.limit)
-    alike = positions_alike(load_tokenizer("default-teacher"), load_tokenizer("default-student"), answers)
+    confidence, answers = own_answer_confidence(load_model(TEACHER), load_tokenizer(TEACHER),
+                                                load_task(TASK, "test", limit=args.limit), TASK)
+    alike = positions_alike(load_tokenizer("default-teacher"), load_tokenizer("default-student"),
+                            [answer for answer in answers if answer])
     entropies = student_entropies(args.runs)
     print(f"teacher-extractive_qa on its own answers to {args.limit} test questions (per answer token):")
     print("| measure | mean | q25 | median | q75 |\n|---|---|---|---|---|")

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from uld.diagnostics import answer_confidence, mean_answer_entropy, positions_alike, summarise
+from uld.diagnostics import (answer_confidence, final_entropy, mean_answer_entropy, own_answer_confidence,
+                             positions_alike, summarise)
 from uld.distill import DistillConfig, run_distillation
 from uld.models import load_model, load_tokenizer
 from uld.tokenizers import train_tokenizer
@@ -67,3 +68,23 @@ def test_training_logs_the_students_answer_entropy(tmp_path, method):
     entropies = [entry["entropy"] for entry in results["log_history"] if "loss" in entry]
     vocabulary = len(load_tokenizer("default-student"))
     assert entropies and all(0 < value <= math.log(vocabulary) + 1e-4 for value in entropies)
+
+
+def test_final_entropy_is_the_mean_of_the_last_logged_values_and_none_without_any():
+    history = [{"entropy": 3.0}, {"eval_f1": 10.0}, {"entropy": 2.0}, {"entropy": 1.0}]
+    assert final_entropy(history, last=2) == pytest.approx(1.5)
+    assert final_entropy(history) == pytest.approx(2.0)
+    assert final_entropy([{"loss": 1.0}]) is None
+
+
+def test_own_answer_confidence_reads_back_the_answers_the_model_gives():
+    from uld.data import load_task
+    from uld.models import load_model, load_tokenizer
+
+    tokenizer, model = load_tokenizer("teacher-extractive_qa"), load_model("teacher-extractive_qa")
+    rows = load_task("extractive_qa", "validation", limit=4)
+    measured, answers = own_answer_confidence(model, tokenizer, rows, "extractive_qa")
+    assert len(answers) == 4 and all(answer == answer.strip() for answer in answers)
+    tokens = sum(len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) for answer in answers if answer)
+    assert measured["top1"]["count"] == measured["entropy"]["count"] == tokens
+    assert 0 < measured["top1"]["mean"] <= 1 and 0 <= measured["tokens_above_0.9"] <= 1

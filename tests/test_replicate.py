@@ -100,9 +100,17 @@ def test_a_batch_resumes_records_failures_and_aggregates(tmp_path):
 def test_summary_gives_mean_and_spread_over_seeds():
     rows = [dict(status="done", task="squad", teacher="meta-llama/Llama-2-7b-chat-hf",
                  student="EleutherAI/pythia-410m-deduped", method="uld", distillation_weight=1.5, train_fraction=1.0,
-                 metric="f1", score=score) for score in (70.0, 72.0, 74.0)]
+                 metric="f1", score=score, cell=f"uld-squad-seed{seed}") for seed, score in enumerate((70.0, 72.0, 74.0))]
     line = summarise(rows).splitlines()[2]
-    assert "| 72.00 ± 2.00 | 3 | - | 74.14 |" in line
+    assert "| 72.00 ± 2.00 | 3 | - | 74.14 | uld-squad-seed* |" in line
+
+
+def test_summary_keeps_apart_settings_its_columns_do_not_show():
+    rows = [dict(status="done", task="extractive_qa", teacher="t", student="s", method="kl", distillation_weight=1.5,
+                 train_fraction=1.0, n_train=100, metric="f1", score=score, cell=f"kl-ts{t}-tt{t}-seed{seed}")
+            for t, score in ((2.0, 10.0), (4.0, 20.0)) for seed in (0, 1)]
+    lines = summarise(rows).splitlines()[2:]
+    assert len(lines) == 2 and "| 10.00 ± 0.00 | 2 |" in lines[0] and "kl-ts4.0-tt4.0-seed*" in lines[1]
 
 
 def test_paper_numbers_are_looked_up_by_setting():

@@ -27,7 +27,8 @@ import torch
 
 from uld.tokenizers import token_texts
 
-__all__ = ["answer_confidence", "entropy", "mean_answer_entropy", "positions_alike", "character_spans", "summarise"]
+__all__ = ["answer_confidence", "own_answer_confidence", "final_entropy", "entropy", "mean_answer_entropy",
+           "positions_alike", "character_spans", "summarise"]
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -88,6 +89,39 @@ def answer_confidence(model, tokenizer, prompts: list[str], answers: list[str]) 
         top1.append(torch.softmax(logits.float(), -1).max(-1).values.cpu())
         entropies.append(entropy(logits).cpu())
     return {"top1": torch.cat(top1).numpy(), "entropy": torch.cat(entropies).numpy()}
+
+
+def own_answer_confidence(model, tokenizer, rows, kind: str) -> tuple[dict, list[str]]:
+    """How sure a teacher is of the answers it gives: it answers ``rows`` greedily with its own
+    prompt, then `answer_confidence` reads each non-empty answer back after that prompt.
+
+    Returns ``({"top1": summary, "entropy": summary, "tokens_above_0.9": share}, answers)``:
+    the `summarise` of each measure over all tokens of the non-empty answers, the share of
+    those tokens whose top-1 probability exceeds 0.9, and every row's answer (stripped; empty
+    where it gave none), so that they can also be scored.
+    """
+    from uld.evaluation import answer_questions
+    from uld.prompts import teacher_prompt
+
+    answers = [a.strip() for a in answer_questions(model, tokenizer, rows, kind=kind, prompt="teacher")]
+    kept = [(row, answer) for row, answer in zip(rows, answers) if answer]
+    if not kept:
+        raise ValueError("the model gave no non-empty answer to read back")
+    prompts = [teacher_prompt(tokenizer, kind, row["context"], row["question"], []) for row, _ in kept]
+    measured = answer_confidence(model, tokenizer, prompts, [answer for _, answer in kept])
+    return ({"top1": summarise(measured["top1"]), "entropy": summarise(measured["entropy"]),
+             "tokens_above_0.9": round(float((measured["top1"] > 0.9).mean()), 4)}, answers)
+
+
+def final_entropy(log_history: list[dict], last: int = 3) -> float | None:
+    """The student's answer entropy at the end of training: the mean of the last ``last``
+    ``entropy`` values its Trainer logged (None when it logged none, e.g. ``raw``).
+
+    >>> final_entropy([{"entropy": 2.0}, {"loss": 1.0}, {"entropy": 1.0}, {"entropy": 0.5}], last=2)
+    0.75
+    """
+    logged = [entry["entropy"] for entry in log_history if "entropy" in entry]
+    return float(np.mean(logged[-last:])) if logged else None
 
 
 def character_spans(tokenizer, text: str) -> list[tuple[int, int]]:

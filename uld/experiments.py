@@ -2,10 +2,11 @@
 
     runs = run_experiment({"task": "extractive_qa", "teacher": "teacher-extractive_qa"},
                           {"method": ["sft", "seqkd", "uld"], "seed": [0, 1]}, "runs/05")
-    scores_table(runs)                     # mean and spread per method
+    scores_table(runs)                     # mean, spread and top answer share per method
     compare(runs, "uld", "seqkd")          # paired interval and verdict: above, below, inconclusive
 
-`run_experiment` is `uld.replicate` on a grid given in code (finished cells are reused).
+`run_experiment` is `uld.replicate` on a grid given in code, `run_grid_file` on a grid file
+such as ``configs/grids/cpu.yaml`` (finished cells are reused by both).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Run", "run_experiment", "scores_table", "compare", "compare_by_spread", "learning_curve", "side_by_side"]
+PROJECT = Path(__file__).resolve().parents[1]  # where configs/ lives in a checkout
+
+__all__ = ["Run", "run_experiment", "run_grid_file", "find_grid", "scores_table", "select", "compare",
+           "side_by_side"]
 
 
 @dataclass
@@ -35,12 +39,39 @@ class Run:
     def label(self) -> str:
         return self.name.rsplit("-seed", 1)[0]
 
+    @property
+    def predictions(self) -> list[str]:
+        """Its answers to the evaluation questions, in their order (``predictions.jsonl``)."""
+        lines = (self.folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["prediction"] for line in lines]
 
-def run_experiment(base: dict, axes: dict, out, echo=print) -> list[Run]:
-    """Run the product of ``axes`` over ``base`` (see `uld.replicate`); every cell must succeed."""
-    from uld.replicate import Grid, run_grid
 
-    grid = Grid(dict(base), dict(axes))
+def run_experiment(base: dict, axes: dict | list, out, echo=print) -> list[Run]:
+    """Run the product of ``axes`` over ``base`` (see `uld.replicate`), or the union of the
+    products of a list of ``axes`` (a cell two of them share runs once); every cell must succeed."""
+    from uld.replicate import Grid
+
+    return _finished(Grid(dict(base), [dict(a) for a in axes] if isinstance(axes, list) else dict(axes)), out, echo)
+
+
+def run_grid_file(path, out, echo=print) -> list[Run]:
+    """Run the grid file ``path`` (as ``python -m uld replicate --grid path --out out`` does)
+    and return its runs, in the file's order; every cell must succeed."""
+    from uld.replicate import load_grid
+
+    return _finished(load_grid(find_grid(path)), out, echo)
+
+
+def find_grid(path) -> Path:
+    """``path`` as given when it exists (or is absolute), else read from the project's root:
+    a notebook finds ``configs/grids/cpu.yaml`` from the ``notebooks`` folder."""
+    path = Path(path)
+    return path if path.is_absolute() or path.exists() else PROJECT / path
+
+
+def _finished(grid, out, echo) -> list[Run]:
+    from uld.replicate import run_grid
+
     report = run_grid(grid, Path(out), echo=echo, progress=False)
     if report["failed"]:
         name, line = next(iter(report["failed"].items()))
@@ -49,57 +80,59 @@ def run_experiment(base: dict, axes: dict, out, echo=print) -> list[Run]:
             for name, config in grid.cells]
 
 
-def scores_table(runs: list[Run], by=lambda run: run.label):
-    """A DataFrame: per group (default: the cell name without its seed) mean, sd, seeds, metric."""
+def scores_table(runs: list[Run], by=lambda run: run.label, names=("run",)):
+    """A DataFrame, one row per group of runs (default: the cell name without its seed): the
+    mean score, its spread over seeds (sd), the seeds, and "top answer", the largest share of
+    the questions one seed gives a single answer (`uld.metrics.top_answer_share`: 100 % is a
+    student that says the same thing to every question). ``by`` may return a tuple; then
+    ``names`` names its parts (the index levels)."""
     import pandas as pd
+
+    from uld.metrics import top_answer_share
 
     groups: dict = {}
     for run in runs:
-        groups.setdefault(by(run), []).append(run.score)
-    rows = [{"run": key, "mean": statistics.mean(values),
-             "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values),
-             "scores": ", ".join(f"{v:.1f}" for v in values)} for key, values in groups.items()]
-    return pd.DataFrame(rows).set_index("run")
+        groups.setdefault(by(run), []).append(run)
+    rows = [{"mean": statistics.mean(r.score for r in group),
+             "sd": statistics.stdev(r.score for r in group) if len(group) > 1 else 0.0, "seeds": len(group),
+             "top answer": max(top_answer_share(r.predictions)[1] for r in group)} for group in groups.values()]
+    index = pd.MultiIndex.from_tuples(list(groups), names=names) if len(names) > 1 else \
+        pd.Index(list(groups), name=names[0])
+    return pd.DataFrame(rows, index=index)
 
 
-def compare(runs: list[Run], a: str, b: str, confidence: float = 0.95):
-    """How label ``a`` stands against ``b``, paired over questions and seeds.
+def select(runs: list[Run], where) -> list[Run]:
+    """The runs labelled ``where`` (a string), or whose config matches every setting of
+    ``where`` (a mapping), e.g. ``select(runs, {"method": "uld", "train_limit": 100})``; a
+    setting may also name a metric the run recorded (``n_train``). A list of runs is
+    returned as it is."""
+    if isinstance(where, list):
+        return where
+    if isinstance(where, str):
+        return [run for run in runs if run.label == where]
+    missing = object()
+
+    def matches(run: Run, key: str, value) -> bool:
+        found = getattr(run.config, key, missing)
+        return (run.metrics.get(key, missing) if found is missing else found) == value
+
+    return [run for run in runs if all(matches(run, key, value) for key, value in where.items())]
+
+
+def compare(runs: list[Run], a, b, confidence: float = 0.95):
+    """How the runs ``a`` stand against the runs ``b`` (each a label, a mapping of settings
+    or a list of runs, see `select`), paired over questions and seeds.
 
     Returns a `uld.comparison.Difference`: ``difference`` (points), ``low``/``high`` (the
     bootstrap interval), ``verdict`` ("above", "below" or "inconclusive") and ``describe()``.
     """
     from uld.comparison import compare_folders
 
-    first = [r for r in runs if r.label == a]
-    second = [r for r in runs if r.label == b]
+    first, second = select(runs, a), select(runs, b)
     if not first or not second:
-        raise ValueError(f"no runs labelled {a!r} or {b!r}; labels: {sorted({r.label for r in runs})}")
+        raise ValueError(f"no runs match {a!r} or {b!r}; labels: {sorted({r.label for r in runs})}")
     return compare_folders([r.folder for r in first], [r.folder for r in second], first[0].metrics["metric"],
                            confidence)
-
-
-def compare_by_spread(runs: list[Run], a: str, b: str) -> dict:
-    """The rule the kit used before `compare`: the difference of mean scores against the
-    larger standard deviation over seeds. Not a test: it calls a difference when every seed
-    gives the same answers (spread 0). Kept only because notebook 06's committed outputs
-    were computed with it; they are rerun with `compare` in the new regime (issue 10).
-    """
-    first = [r.score for r in runs if r.label == a]
-    second = [r.score for r in runs if r.label == b]
-    if not first or not second:
-        raise ValueError(f"no runs labelled {a!r} or {b!r}; labels: {sorted({r.label for r in runs})}")
-    spread = max(statistics.stdev(first) if len(first) > 1 else 0.0,
-                 statistics.stdev(second) if len(second) > 1 else 0.0)
-    difference = statistics.mean(first) - statistics.mean(second)
-    return {"a": a, "b": b, "difference": difference, "spread": spread,
-            "separated": abs(difference) > spread and len(first) > 1 and len(second) > 1}
-
-
-def learning_curve(run: Run) -> tuple[list[int], list[float]]:
-    """``(steps, scores)`` of the validation metric logged during training (``eval_steps``)."""
-    key = f"eval_{run.metrics['metric']}"
-    points = [(entry["step"], entry[key]) for entry in run.metrics["log_history"] if key in entry]
-    return [p[0] for p in points], [p[1] for p in points]
 
 
 def side_by_side(runs: list[Run], rows: int = 5):

@@ -233,26 +233,29 @@ def write_results(out: Path, cells) -> None:
 
 def summarise(rows: list[dict]) -> str:
     """A markdown table: one line per setting (training examples included), mean and spread
-    over seeds, the largest share one answer takes in a seed's predictions, the paper's number."""
+    over seeds, the largest share one answer takes in a seed's predictions, the paper's number,
+    and the cells it averages (settings the other columns do not show, e.g. a temperature,
+    are in their names)."""
     groups: dict = {}
     for row in rows:
         if row["status"] != "done":
             continue
+        # the cell's name without its seed holds every setting the grid varies (temperatures too)
         key = tuple(row.get(k, "") for k in ("task", "teacher", "student", "method", "distillation_weight",
-                                             "train_fraction", "n_train"))
+                                             "train_fraction", "n_train")) + (row["cell"].rsplit("-seed", 1)[0],)
         groups.setdefault(key, []).append(row)
     lines = ["| task | teacher | student | method | lambda | fraction | examples | metric | score (mean ± sd) | seeds "
-             "| top answer | paper |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| top answer | paper | cells |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, members in groups.items():
-        task, teacher, student, method, weight, fraction, examples = key
+        task, teacher, student, method, weight, fraction, examples, cells = key
         scores = [float(m["score"]) for m in members]
         spread = f" ± {statistics.stdev(scores):.2f}" if len(scores) > 1 else ""
         paper = paper_number(task, teacher, student, method, weight, fraction)
         lines.append(f"| {task} | {teacher or '-'} | {student} | {method} | {weight if method == 'uld' else '-'} | "
                      f"{fraction} | {examples} | {members[0]['metric']} | {statistics.mean(scores):.2f}{spread} | "
                      f"{len(scores)} | {_largest_share(members)} | "
-                     f"{'-' if paper is None else f'{paper:.2f}'} |")
+                     f"{'-' if paper is None else f'{paper:.2f}'} | {cells}-seed* |")
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
         lines += ["", "Failed cells:", *(f"- {row['cell']}: {row.get('error', '')}" for row in failed)]
