@@ -94,13 +94,10 @@ def paired_difference(a, b, confidence: float = 0.95, resamples: int = 9999, see
 
 def question_scores(folder, metric: str) -> dict[str, float]:
     """``{question id: score}`` of one finished run, from its ``predictions.jsonl``."""
-    import json
-    from pathlib import Path
-
+    from uld.evaluation import read_predictions
     from uld.metrics import per_example
 
-    path = Path(folder) / "predictions.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    records = read_predictions(folder)
     values = per_example(metric, [r["prediction"] for r in records], [r["references"] for r in records])
     return {str(r["id"]): value for r, value in zip(records, values)}
 

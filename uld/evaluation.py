@@ -21,7 +21,8 @@ from pathlib import Path
 
 from uld.cache import write_atomically
 
-__all__ = ["PROMPTS", "answer_questions", "score_answers", "write_predictions", "model_prompt", "evaluate_model"]
+__all__ = ["PROMPTS", "answer_questions", "score_answers", "write_predictions", "read_predictions", "model_prompt",
+           "evaluate_model"]
 
 PROMPTS = ("student", "teacher")
 
@@ -72,6 +73,12 @@ def write_predictions(folder: Path, rows, predictions: list[str]) -> None:
     write_atomically(Path(folder) / "predictions.jsonl", "".join(
         json.dumps({"id": i, "prediction": p, "references": r}, ensure_ascii=False) + "\n"
         for i, p, r in zip(rows["id"], predictions, rows["answers"])))
+
+
+def read_predictions(folder: Path) -> list[dict]:
+    """The records `write_predictions` wrote to ``folder/predictions.jsonl``, in their order."""
+    lines = (Path(folder) / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def model_prompt(name_or_path: str) -> str:

@@ -42,8 +42,9 @@ class Run:
     @property
     def predictions(self) -> list[str]:
         """Its answers to the evaluation questions, in their order (``predictions.jsonl``)."""
-        lines = (self.folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-        return [json.loads(line)["prediction"] for line in lines]
+        from uld.evaluation import read_predictions
+
+        return [record["prediction"] for record in read_predictions(self.folder)]
 
 
 def run_experiment(base: dict, axes: dict | list, out, echo=print) -> list[Run]:
@@ -139,10 +140,11 @@ def side_by_side(runs: list[Run], rows: int = 5):
     """A DataFrame of the first ``rows`` evaluation questions: gold answer and each run's prediction."""
     import pandas as pd
 
+    from uld.evaluation import read_predictions
+
     table: dict = {}
     for run in runs:
-        lines = (run.folder / "predictions.jsonl").read_text().splitlines()[:rows]
-        records = [json.loads(line) for line in lines]
+        records = read_predictions(run.folder)[:rows]
         table.setdefault("gold", [r["references"][0] for r in records])
         table[run.label] = [r["prediction"] for r in records]
     return pd.DataFrame(table)

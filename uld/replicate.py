@@ -212,12 +212,12 @@ def results_rows(cells) -> list[dict]:
 
 def _top_answer_share(folder: Path) -> float | str:
     """The share of the run's answers taken by its most common one ("" without predictions)."""
+    from uld.evaluation import read_predictions
     from uld.metrics import top_answer_share
 
-    path = folder / "predictions.jsonl"
-    if not path.exists():
+    if not (folder / "predictions.jsonl").exists():
         return ""
-    predictions = [json.loads(line)["prediction"] for line in path.read_text(encoding="utf-8").splitlines()]
+    predictions = [record["prediction"] for record in read_predictions(folder)]
     return round(top_answer_share(predictions)[1], 4) if predictions else ""
 
 
