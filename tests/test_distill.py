@@ -136,6 +136,21 @@ def test_runs_sharing_teacher_outputs_train_from_the_cache_without_loading_the_t
     assert all("distillation" in e for e in second["log_history"] if "loss" in e)
 
 
+def test_kl_from_a_cache_of_the_whole_vocabulary_trains_as_the_live_teacher_does(tmp_path):
+    """The positive control without the teacher in memory: its cache keeps the token ids."""
+    options = dict(TINY, method="kl", student="default-student-shared", teacher_cache_top_k=1355)
+    live = run_distillation(DistillConfig(out=str(tmp_path / "live"), **options), echo=lambda line: None)
+    cached = run_distillation(DistillConfig(out=str(tmp_path / "cached"), teacher_cache=True, **options),
+                              echo=lambda line: None)
+    assert cached["teacher_cache_bytes_per_token"] == 1355 * (2 + 4) + 4
+    assert len(list((tmp_path / "cached" / "teacher_cache").glob("k1355-t1-*-ids/meta.json"))) == 1
+
+    def distillation(results):
+        return [e["distillation"] for e in results["log_history"] if "distillation" in e]
+
+    assert len(distillation(cached)) == 2 and distillation(cached) == pytest.approx(distillation(live), rel=1e-3)
+
+
 def test_a_learning_curve_is_logged_when_asked(tmp_path):
     results = run_distillation(DistillConfig(method="sft", out=str(tmp_path), eval_steps=1, **TINY),
                                echo=lambda line: None)

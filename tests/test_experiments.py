@@ -37,6 +37,12 @@ def test_select_by_label_by_settings_and_by_a_recorded_metric(runs):
     assert len(select(runs, {"n_train": 100})) == 6 and select(runs, {"method": "uld"}) == []
 
 
+def test_a_setting_the_method_never_reads_matches_any_value(runs):
+    """seqkd reads no lambda: asking for seqkd at lambda 0.5 finds the seqkd runs; kl reads it."""
+    assert len(select(runs, {"method": "seqkd", "train_limit": 100, "distillation_weight": 0.5})) == 3
+    assert select(runs, {"method": "kl", "distillation_weight": 0.5}) == []  # kl reads it; these runs lack it
+
+
 def test_compare_by_settings_finds_a_known_shift_and_names_a_missing_side(runs):
     found = compare(runs, {"method": "kl", "train_limit": 100}, {"method": "seqkd", "train_limit": 100})
     assert found.verdict == "above" and found.difference == pytest.approx(100 * 20 / 60)

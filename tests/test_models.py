@@ -20,7 +20,8 @@ EXPECTED = {"tiny-llama": ("LlamaForCausalLM", 32001), "tiny-opt": ("OPTForCausa
             "tiny-mt5": ("MT5ForConditionalGeneration", 1355), "default-teacher": ("LlamaForCausalLM", 1355),
             "default-student": ("GPTNeoXForCausalLM", 1381), "default-student-mt5": ("MT5ForConditionalGeneration", 1381),
             "default-student-small": ("GPTNeoXForCausalLM", 1381), "default-student-large": ("GPTNeoXForCausalLM", 1381),
-            "default-student-shared": ("GPTNeoXForCausalLM", 1355), "default-teacher-wide": ("LlamaForCausalLM", 1355)}
+            "default-student-shared": ("GPTNeoXForCausalLM", 1355),
+            "default-student-shared-large": ("GPTNeoXForCausalLM", 1355), "default-teacher-wide": ("LlamaForCausalLM", 1355)}
 
 
 @pytest.fixture(scope="module")

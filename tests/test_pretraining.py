@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from uld.data import load_task
 from uld.embedded import pretraining_text
 from uld.models import load_model, load_tokenizer
-from uld.pretraining import PretrainingRecipe, materialise_pretrained_student, pretraining_examples
+from uld.pretraining import (STAGES, PretrainingRecipe, materialise_pretrained_student, pretrain_student,
+                             pretraining_examples)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = PretrainingRecipe(steps=20, batch_size=4, warmup_steps=2, checkpoint_every=10, learning_rate=1e-2)
@@ -25,6 +27,21 @@ def test_pretraining_lowers_the_held_out_loss_and_loads_by_name(tmp_path):
     assert record["held_out_loss"]["after"] < record["held_out_loss"]["before"]
     model = load_model(str(folder))
     assert type(model).__name__ == "GPTNeoXForCausalLM"
+
+
+def test_a_second_stage_continues_the_first_and_keeps_its_record(tmp_path):
+    first = pretrain_student("pretrained-student", tmp_path / "first", TINY, cache=tmp_path, echo=lambda line: None,
+                             progress=False, command="stage one")
+    second = pretrain_student("pretrained-student", tmp_path / "second", replace(TINY, base=str(first)),
+                              cache=tmp_path, echo=lambda line: None, progress=False)
+    record = json.loads((second / "uld.json").read_text())
+    earlier = record["continued_from"]
+    assert earlier["command"] == "stage one" and record["recipe"]["base"] == str(first)
+    assert record["held_out_loss"]["before"] == pytest.approx(earlier["held_out_loss"]["after"], abs=1e-3)
+    assert record["held_out_loss"]["after"] < record["held_out_loss"]["before"]
+    with pytest.raises(ValueError, match="not a pretrained pretrained-student-shared"):
+        pretrain_student("pretrained-student-shared", tmp_path / "third", replace(TINY, base=str(first)),
+                         cache=tmp_path, echo=lambda line: None, progress=False)
 
 
 def test_the_control_student_shares_the_teachers_vocabulary(tmp_path):
@@ -78,14 +95,20 @@ def test_a_trained_model_is_not_overwritten(tmp_path):
 
 
 @pytest.mark.parametrize("name, base", [("pretrained-student", "default-student"),
-                                        ("pretrained-student-shared", "default-student-shared")])
+                                        ("pretrained-student-shared", "default-student-shared"),
+                                        ("pretrained-student-large", "default-student-large"),
+                                        ("pretrained-student-shared-large", "default-student-shared-large")])
 def test_the_shipped_students_load_by_name_with_their_bases_vocabulary(name, base, tmp_path):
     """Committed under data/students with the command that rebuilds them; a change of the
     embedded corpus (hence of the vocabularies) without pretraining again fails here."""
     folder = materialise_pretrained_student(name)
     assert folder == ROOT / "data" / "students" / name
     record = json.loads((folder / "uld.json").read_text())
-    assert record["command"] == f"python -m uld pretrain-student --name {name} --out data/students/{name}"
-    assert record["held_out_loss"]["after"] < 1.0 < record["held_out_loss"]["before"]
+    command = f"python -m uld pretrain-student --name {name}"
+    assert record["command"].startswith(command) and record["command"].endswith(f"--out data/students/{name}")
+    first = record.get("continued_from", record)  # a second stage keeps its first stage's record
+    assert 1 + ("continued_from" in record) == STAGES.get(name, 1)  # what rebuilding it would run
+    assert first["command"].startswith(command)
+    assert record["held_out_loss"]["after"] <= first["held_out_loss"]["after"] < 1.0 < first["held_out_loss"]["before"]
     assert load_tokenizer(name).get_vocab() == load_tokenizer(base, tmp_path).get_vocab()
     assert type(load_model(name)).__name__ == "GPTNeoXForCausalLM"

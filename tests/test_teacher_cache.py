@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from uld import ULDLoss
+from uld import TokenKLLoss, ULDLoss
 from uld.data import collate
 from uld.models import load_model
 from uld.teacher_cache import SortedTeacher, TeacherCache, build_teacher_cache, sorted_answer_rows
@@ -28,12 +28,12 @@ def build(pair, pairs, folder, **options):
                                **options)
 
 
-def live_and_cached(pair, pairs, cache, loss_fn, indices=range(8)):
+def live_and_cached(pair, pairs, cache, loss_fn, indices=range(8), vocab=1500):
     """The loss on one batch with the live teacher and from the cache, with student gradients."""
     collator = PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id)
     batch = collator([pairs[i] for i in indices])
     torch.manual_seed(0)
-    student_logits = torch.randn(*batch["input_ids"].shape, 1500, dtype=torch.float64) * 3
+    student_logits = torch.randn(*batch["input_ids"].shape, vocab, dtype=torch.float64) * 3
     with torch.no_grad():
         teacher_logits = pair["teacher"](input_ids=batch["teacher_input_ids"],
                                          attention_mask=batch["teacher_attention_mask"]).logits
@@ -71,6 +71,30 @@ def test_a_top_k_cache_stays_within_its_reported_bound(pair, pairs, tmp_path, to
     rounding = cached_again.distillation_error_bound.item() - live_top_k.distillation_error_bound.item()
     assert abs(live_top_k.distillation.item() - cached_again.distillation.item()) <= rounding + 1e-7
     assert (rounding > 1e-5) == (dtype == "float16")
+
+
+def test_token_kl_from_a_cache_with_token_ids_is_exact_on_the_whole_vocabulary_and_below_it_on_a_head(
+        pair, pairs, tmp_path):
+    """KL needs each probability's token: the cache keeps them on request (4 bytes more each)."""
+    kl = TokenKLLoss(1.5, skip_student_eos=True)
+    tokenizer = pair["teacher_tokenizer"]  # a student with the teacher's vocabulary
+    pairs, _ = build_pairs(pair["rows"], kind="extractive_qa", method="kl", shots=1, max_length=1024,
+                           student_tokenizer=tokenizer, teacher_tokenizer=tokenizer)
+    whole = build(pair, pairs, tmp_path / "whole", token_ids=True)
+    (live, cached), (live_grad, cached_grad) = live_and_cached(pair, pairs, whole, kl, vocab=TEACHER_VOCAB)
+    assert cached.distillation.item() == pytest.approx(live.distillation.item(), rel=1e-6)
+    assert cached.crossentropy.item() == pytest.approx(live.crossentropy.item(), rel=1e-12)
+    assert cached.distillation_error_bound.item() == 0
+    torch.testing.assert_close(cached_grad, live_grad, rtol=1e-4, atol=1e-7)
+    head = build(pair, pairs, tmp_path / "head", top_k=16, dtype="float16", token_ids=True)
+    assert head.bytes_per_token == 16 * (2 + 4) + 4
+    (live, cached), _ = live_and_cached(pair, pairs, head, kl, vocab=TEACHER_VOCAB)
+    assert 0 < cached.distillation.item() <= live.distillation.item() + 1e-4  # grouping never raises a KL
+    assert cached.distillation_error_bound.item() == float("inf")
+    with pytest.raises(ValueError, match="token_ids=True"):
+        live_and_cached(pair, pairs, build(pair, pairs, tmp_path / "sorted"), kl, vocab=TEACHER_VOCAB)
+    with pytest.raises(ValueError, match="one shared vocabulary"):
+        live_and_cached(pair, pairs, whole, kl, vocab=1000)
 
 
 def test_the_cache_holds_every_answer_position_in_order(pair, pairs, tmp_path):

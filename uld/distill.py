@@ -17,9 +17,27 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["DistillConfig", "run_distillation", "RunFinished"]
+__all__ = ["DistillConfig", "run_distillation", "RunFinished", "unread_settings"]
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+_CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
+          "skip_teacher_eos")
+_TRAINING = ("train_limit", "train_fraction", "epochs", "learning_rate", "weight_decay", "batch_size", "eval_steps")
+_UNREAD = {"raw": ("distillation_weight", "seed", "teacher", "teacher_shots", *_TRAINING, *_CACHE),
+           "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
+           "seqkd": ("distillation_weight", *_CACHE),
+           "kl": ("top_k",)}
+
+
+def unread_settings(method: str) -> tuple[str, ...]:
+    """The `DistillConfig` fields a run of ``method`` never reads (any value gives the same run).
+
+    >>> "distillation_weight" in unread_settings("seqkd"), unread_settings("uld")
+    (True, ())
+    """
+    return _UNREAD.get(method, ())
 
 
 class RunFinished(RuntimeError):
@@ -51,7 +69,7 @@ class DistillConfig:
     skip_student_eos: bool = True
     skip_teacher_eos: bool = False
     top_k: int | None = None
-    teacher_cache: bool = False  # uld: train from the teacher's cached sorted answers, teacher unloaded
+    teacher_cache: bool = False  # uld, kl: train from the teacher's cached top-k answers, teacher unloaded
     teacher_cache_top_k: int = 256
     teacher_outputs: str | None = None  # folder for teacher answers and cache, shareable by runs; default: out
     teacher_shots: int | None = 2  # None: the paper's shots for this task and teacher family
@@ -85,8 +103,8 @@ class DistillConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        if self.teacher_cache and self.method != "uld":
-            raise ValueError(f"teacher_cache applies to the uld method only, not {self.method!r}")
+        if self.teacher_cache and self.method not in ("uld", "kl"):
+            raise ValueError(f"teacher_cache applies to the uld and kl methods only, not {self.method!r}")
         for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens", "logging_steps",
                      "teacher_cache_top_k", "eval_steps"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
@@ -164,9 +182,11 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
         cache = None
         if config.teacher_cache:
-            name = f"k{config.teacher_cache_top_k}-t{config.teacher_temperature:g}-{pairs_fingerprint(pairs)[:12]}"
+            token_ids = config.method == "kl"  # KL needs to know each probability's token; ULD does not
+            name = (f"k{config.teacher_cache_top_k}-t{config.teacher_temperature:g}-{pairs_fingerprint(pairs)[:12]}"
+                    + ("-ids" if token_ids else ""))
             cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache" / name,
-                                        top_k=config.teacher_cache_top_k,
+                                        top_k=config.teacher_cache_top_k, token_ids=token_ids,
                                         temperature=config.teacher_temperature,
                                         pad_token_id=teacher_tokenizer.pad_token_id, progress=progress)
             report["teacher_cache_bytes_per_token"] = cache.bytes_per_token

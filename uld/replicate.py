@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from uld.cache import write_atomically
-from uld.distill import DistillConfig
+from uld.distill import DistillConfig, unread_settings
 from uld.trainer import NEEDS_TEACHER_ANSWERS
 
 __all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT_COLUMNS"]
@@ -46,14 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNERS = ("distill", "notebook")
 RESULT_COLUMNS = ["cell", "status", "task", "teacher", "student", "method", "distillation_weight", "train_fraction",
                   "seed", "metric", "score", "em", "n_train", "steps", "seconds", "top_answer_share", "error"]
-# What a cell's settings may leave out because its method does not read them.
-_CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
-          "skip_teacher_eos")
-_TRAINING = ("train_limit", "train_fraction", "epochs", "learning_rate", "weight_decay", "batch_size", "eval_steps")
-_IGNORED = {"raw": ("distillation_weight", "seed", "teacher", "teacher_shots", *_TRAINING, *_CACHE),
-            "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
-            "seqkd": ("distillation_weight", *_CACHE),
-            "kl": ("teacher_cache", "teacher_cache_top_k", "top_k")}
 _SHORT = {"distillation_weight": "lambda", "train_fraction": "fraction", "student_temperature": "ts",
           "teacher_temperature": "tt"}
 
@@ -395,7 +387,7 @@ def _label(row: dict) -> str:
 
 def _normalised(settings: dict) -> dict:
     """``settings`` without those its method does not read (they take their defaults)."""
-    ignored = _IGNORED.get(settings.get("method", DistillConfig.method), ())
+    ignored = unread_settings(settings.get("method", DistillConfig.method))
     return {k: v for k, v in settings.items() if k not in ignored}
 
 

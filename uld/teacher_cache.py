@@ -11,12 +11,15 @@ On disk, a folder::
 
     meta.json            k, temperature, storage dtype, examples, shard size, fingerprint
     shard-00000.npz      head [rows, k] (float16 by default), tail [rows] float32,
-    shard-00001.npz      sizes [examples in the shard] int32 (answer positions each)
+    shard-00001.npz      sizes [examples in the shard] int32 (answer positions each),
+                         with ``token_ids=True`` also index [rows, k] int32 (for KL)
 
 Shards are written whole (scratch file, then rename), so an interrupted build keeps the
 finished shards and redoes only the rest. The fingerprint hashes the teacher token ids
 the cache was built from: a cache is never used for other pairs. One answer token costs
-``2 k + 4`` bytes in float16 (1,028 bytes at k = 256).
+``2 k + 4`` bytes in float16 (516 bytes at k = 256). Token-level KL on a shared
+vocabulary (the positive control) needs to know which token each probability belongs to:
+built with ``token_ids=True`` the cache keeps those too (``6 k + 4`` bytes a token, 1,540 at k = 256).
 
     cache = build_teacher_cache(teacher, pairs, "runs/x/teacher_cache", top_k=256)
     batch = cache.rows([0, 5, 7])          # a SortedTeacher for ULDLoss.from_sorted_teacher
@@ -50,13 +53,15 @@ class SortedTeacher(NamedTuple):
     ``tail [N]``: the mass outside them; ``sizes [B]``: answer positions per sample (rows
     of ``head`` in sample order, EOS included when the teacher's answer has one);
     ``rounding [N]`` (optional): a bound on the L1 change the head and tail took when
-    stored, added to the loss's error bound.
+    stored, added to the loss's error bound; ``index [N, k]`` (optional): the token id of
+    each head probability, which token-level KL on a shared vocabulary needs (ULD does not).
     """
 
     head: Tensor
     tail: Tensor
     sizes: Tensor
     rounding: Tensor | None = None
+    index: Tensor | None = None
 
     def check(self, batch: int) -> None:
         """Raise ``ValueError`` unless this describes ``batch`` samples consistently."""
@@ -69,6 +74,9 @@ class SortedTeacher(NamedTuple):
             raise ValueError(f"teacher sizes must have one entry per sample ({batch}), got shape {tuple(self.sizes.shape)}")
         if int(self.sizes.sum()) != self.head.shape[0] or bool((self.sizes < 0).any()):
             raise ValueError(f"teacher sizes sum to {int(self.sizes.sum())} but the head has {self.head.shape[0]} rows")
+        if self.index is not None and tuple(self.index.shape) != tuple(self.head.shape):
+            raise ValueError(f"teacher index must have the head's shape {tuple(self.head.shape)}, "
+                             f"got {tuple(self.index.shape)}")
 
 
 def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperature: float = 1.0,
@@ -80,7 +88,8 @@ def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperatur
             at ``ignore_index`` (a decoder's position ``t`` predicts label ``t + 1``).
         top_k: how many probabilities to keep per position (at most ``V``).
 
-    Returns a `SortedTeacher` (float32 or float64 values, no ``rounding``).
+    Returns a `SortedTeacher` (float32 or float64 values, no ``rounding``, the head's
+    token ids as ``index``).
 
     >>> logits = torch.log(torch.tensor([[[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [1.0, 1.0, 1.0]]]))
     >>> rows = sorted_answer_rows(logits, torch.tensor([[-100, 4, 5]]), top_k=2)
@@ -102,7 +111,7 @@ def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperatur
     probs = torch.softmax(z / temperature, -1)
     head, index = probs.topk(min(top_k, probs.shape[-1]), dim=-1, sorted=True)
     tail = probs.scatter(-1, index, 0.0).sum(-1)  # summed, not 1 - head: keeps tiny tails precise
-    return SortedTeacher(head, tail, answer.sum(1))
+    return SortedTeacher(head, tail, answer.sum(1), index=index)
 
 
 class TeacherCache:
@@ -118,14 +127,17 @@ class TeacherCache:
         if missing:
             raise ValueError(f"teacher cache {self.folder} is unfinished: {len(missing)} shards missing "
                              f"(first: {missing[0]}); build it again to finish it")
-        heads, tails, sizes = [], [], []
+        heads, tails, sizes, indices = [], [], [], []
         for path in _shard_paths(self.folder, self.meta):
             with np.load(path) as shard:
                 heads.append(shard["head"])
                 tails.append(shard["tail"])
                 sizes.append(shard["sizes"])
+                if self.has_token_ids:
+                    indices.append(shard["index"])
         self.head = torch.from_numpy(np.concatenate(heads))
         self.tail = torch.from_numpy(np.concatenate(tails))
+        self.index = torch.from_numpy(np.concatenate(indices)).long() if self.has_token_ids else None
         sizes = torch.from_numpy(np.concatenate(sizes)).long()
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(sizes, 0)])
         unit = float(np.finfo(self.meta["dtype"]).eps) / 2
@@ -146,9 +158,14 @@ class TeacherCache:
         return self.meta["temperature"]
 
     @property
+    def has_token_ids(self) -> bool:
+        """Whether the head's token ids were kept (``token_ids=True``: what KL needs)."""
+        return bool(self.meta.get("token_ids", False))
+
+    @property
     def bytes_per_token(self) -> int:
-        """Bytes on disk per answer token: the head, the tail (float32)."""
-        return self.head.shape[-1] * self.head.element_size() + 4
+        """Bytes on disk per answer token: the head, the tail (float32), the token ids (int32) if kept."""
+        return self.head.shape[-1] * (self.head.element_size() + 4 * self.has_token_ids) + 4
 
     def rows(self, indices) -> SortedTeacher:
         """The cached answers of examples ``indices`` (in that order), as one batch."""
@@ -158,12 +175,13 @@ class TeacherCache:
         starts, ends = self.offsets[indices], self.offsets[indices + 1]
         rows = torch.cat([torch.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())]) if indices.numel() \
             else torch.zeros(0, dtype=torch.long)
-        return SortedTeacher(self.head[rows].float(), self.tail[rows], ends - starts, self.rounding[rows].float())
+        return SortedTeacher(self.head[rows].float(), self.tail[rows], ends - starts, self.rounding[rows].float(),
+                             None if self.index is None else self.index[rows])
 
 
 def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature: float = 1.0,
                         pad_token_id: int, dtype: str = "float16", batch_size: int = 16, shard_size: int = 256,
-                        progress: bool = True) -> TeacherCache:
+                        token_ids: bool = False, progress: bool = True) -> TeacherCache:
     """Run ``teacher`` once over the teacher side of ``pairs`` and store its sorted answers.
 
     Args:
@@ -178,6 +196,8 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
             teacher temperature (the loss's teacher temperature must match).
         dtype: storage of the head, ``float16`` (half the bytes, a rounding the loss's
             bound includes) or ``float32``.
+        token_ids: also keep each head probability's token id (int32, 4 more bytes per
+            kept probability), for token-level KL (`uld.loss.TokenKLLoss`); ULD needs none.
     """
     from tqdm.auto import tqdm
 
@@ -192,6 +212,8 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
     folder = Path(folder)
     meta = {"format": FORMAT, "top_k": top_k, "temperature": float(temperature), "dtype": dtype,
             "examples": len(pairs), "shard_size": shard_size, "fingerprint": pairs_fingerprint(pairs)}
+    if token_ids:  # only then, so that caches built before token ids existed stay valid
+        meta["token_ids"] = True
     _claim(folder, meta)
     load = (lambda: teacher) if isinstance(teacher, torch.nn.Module) else teacher
     shards = _shard_paths(folder, meta)
@@ -204,7 +226,7 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
         model = load().eval()
         device = next(model.parameters()).device
         is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        heads, tails, sizes = [], [], []
+        heads, tails, sizes, indices = [], [], [], []
         for start in range(first, last, batch_size):
             rows = pairs.select(range(start, min(start + batch_size, last)))
             batch = collate([{k[8:]: r[k] for k in ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")}
@@ -217,8 +239,10 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
             heads.append(part.head.cpu().numpy().astype(dtype))
             tails.append(part.tail.cpu().numpy().astype(np.float32))
             sizes.append(part.sizes.cpu().numpy().astype(np.int32))
+            indices.append(part.index.cpu().numpy().astype(np.int32))
             bar.update(len(rows))
-        _save_shard(path, head=np.concatenate(heads), tail=np.concatenate(tails), sizes=np.concatenate(sizes))
+        kept = {"index": np.concatenate(indices)} if token_ids else {}
+        _save_shard(path, head=np.concatenate(heads), tail=np.concatenate(tails), sizes=np.concatenate(sizes), **kept)
     bar.close()
     return TeacherCache(folder)
 

@@ -137,7 +137,7 @@ def with_settings(recipe, settings: list[str]):
     """
     from dataclasses import fields, replace
 
-    types = {f.name: type(getattr(recipe, f.name)) for f in fields(recipe)}
+    types = {f.name: str if getattr(recipe, f.name) is None else type(getattr(recipe, f.name)) for f in fields(recipe)}
     changes = {}
     for setting in settings:
         name, sep, value = setting.partition("=")
