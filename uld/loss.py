@@ -232,8 +232,7 @@ class ULDLoss(nn.Module):
             raise ValueError(f"student_logits must be a float tensor [batch, time, vocab], got {_describe(student_logits)}")
         teacher.check(student_logits.shape[0])
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
-        sizes = teacher.sizes.to(device=student_logits.device, dtype=torch.long)
-        spans = AnswerSpans(torch.cumsum(sizes, 0) - sizes, (sizes - int(self.skip_teacher_eos)).clamp_min(0))
+        spans = self._cached_teacher_spans(teacher, student_logits.device)
         width = teacher.head.shape[-1]
         result = self._loss(student_logits, student_labels, teacher.head.to(student_logits.device), spans,
                             teacher_tail=teacher.tail.to(student_logits.device),
@@ -301,6 +300,12 @@ class ULDLoss(nn.Module):
         for b, s, t in zip(aligned.sample.tolist(), aligned.student_position.tolist(), aligned.teacher_position.tolist()):
             pairs[b].append((s, t))
         return pairs
+
+    def _cached_teacher_spans(self, teacher: "SortedTeacher", device) -> AnswerSpans:
+        """Each sample's answer rows in a cached teacher's head (``teacher.sizes`` of them in
+        order, the EOS row left out when ``skip_teacher_eos``)."""
+        sizes = teacher.sizes.to(device=device, dtype=torch.long)
+        return AnswerSpans(torch.cumsum(sizes, 0) - sizes, (sizes - int(self.skip_teacher_eos)).clamp_min(0))
 
     @staticmethod
     def _aligned(student: AnswerSpans, teacher: AnswerSpans) -> _Alignment:
@@ -416,10 +421,9 @@ class TokenKLLoss(ULDLoss):
         crossentropy = ULDLoss(distillation_weight=0.0, crossentropy_weight=self.crossentropy_weight,
                                ignore_index=self.ignore_index).from_sorted_teacher(
             student_logits, student_labels, teacher, student_is_encoder_decoder).crossentropy
-        sizes = teacher.sizes.to(device=student_logits.device, dtype=torch.long)
-        teacher_spans = AnswerSpans(torch.cumsum(sizes, 0) - sizes, (sizes - int(self.skip_teacher_eos)).clamp_min(0))
         labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
-        aligned = self._aligned(self.answer_spans(labels, self.skip_student_eos), teacher_spans)
+        aligned = self._aligned(self.answer_spans(labels, self.skip_student_eos),
+                                self._cached_teacher_spans(teacher, student_logits.device))
         dtype = compute_dtype(student_logits, teacher.head)
         rows = aligned.teacher_position
         q = teacher.head.to(student_logits.device)[rows].to(dtype)
