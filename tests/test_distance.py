@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uld import uld_distance
+from uld.loss import top_k_uld_distance
 from uld.ot import (
     VECTOR_KINDS,
     emd_on_values,
@@ -145,11 +146,15 @@ def test_gradient_is_the_sign_of_the_sorted_difference():
         ([0.5, 0.5], torch.tensor([0.5, 0.5]), "floating-point"),
         (torch.zeros(3, 0), torch.ones(3, 2), "non-empty last"),
         (torch.tensor(1.0), torch.ones(2), "non-empty last"),
+        (torch.tensor([0.5, float("nan")]), torch.ones(2), "p contains NaN or infinite values"),
+        (torch.ones(2), torch.tensor([float("inf"), 0.0]), "q contains NaN or infinite values"),
     ],
 )
 def test_bad_input_is_a_value_error(p, q, message):
     with pytest.raises(ValueError, match=message):
         uld_distance(p, q)
+    with pytest.raises(ValueError, match=message):
+        top_k_uld_distance(p, q, k=1)
 
 
 def test_references_reject_bad_input():

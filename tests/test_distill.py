@@ -46,6 +46,13 @@ def test_a_finished_run_is_kept_unless_asked_and_a_redo_reuses_the_teacher_answe
     (dict(epochs="five"), "epochs must be float, got 'five'"),
     (dict(skip_student_eos=1), "skip_student_eos must be bool"),
     (dict(batch_size=True), "batch_size must be int"),
+    (dict(distillation_weight=-1.5), "distillation_weight must be >= 0, got -1.5"),
+    (dict(distillation_weight=float("nan")), "distillation_weight must be >= 0"),
+    (dict(student_temperature=0.0), "student_temperature must be positive"),
+    (dict(teacher_temperature=-1.0), "teacher_temperature must be positive"),
+    (dict(top_k=0), "top_k must be positive"),
+    (dict(train_limit=0), "train_limit must be positive"),
+    (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
 ])
 def test_bad_configs_are_value_errors(values, message):
     with pytest.raises(ValueError, match=message):
@@ -72,12 +79,33 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
     (["--set", "method"], "--set takes key=value"),
     (["--set", "task=trivia"], "unknown task 'trivia'"),
     (["--set", "method=raw", "--set", "student=/no/such/model"], "/no/such/model"),
-    (["--config", "/no/such.yaml"], "No such file"),
+    (["--config", "/no/such.yaml"], "/no/such.yaml does not exist"),
+    (["--set", "distillation_weight=-1.5"], "distillation_weight must be >= 0"),
+    (["--set", "method=uld", "--set", "student_temperature=0"], "student_temperature must be positive"),
+    (["--set", "seed=[unclosed"], "--set seed=[unclosed: malformed YAML value"),
+    ([], "nothing to run"),
 ])
 def test_cli_errors_exit_2_with_one_line(tmp_path, args, message):
     done = cli(*args, "--out", tmp_path / "r")
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty: it must hold a mapping of config keys"),
+    ("# only a comment\n", "is empty"),
+    ("task: [unclosed\n", "line 1: malformed YAML"),
+    ("method: uld\n  bad indent: 1\n", "line 2: malformed YAML"),
+    ("- uld\n", "must hold a mapping of config keys, not a list"),
+])
+def test_cli_refuses_empty_and_malformed_config_files(tmp_path, content, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(content)
+    done = cli("--config", config, "--out", tmp_path / "r")
+    assert done.returncode == 2, done.stderr
+    assert f"{config}" in done.stderr and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_refuses_to_overwrite_a_finished_run(tmp_path):
@@ -191,3 +219,15 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, monk
     resumed_losses = [e["loss"] for e in resumed["log_history"] if "loss" in e]
     assert resumed_losses == pytest.approx(straight_losses, rel=1e-4)
     assert resumed["scores"] == straight["scores"]
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
+    import uld.__main__ as command_line
+
+    def interrupted(args, argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command_line, "_run", interrupted)
+    assert command_line.main(["distill", "--set", "method=raw", "--out", "x"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "python -m uld distill: interrupted; rerun the same command to resume"]

@@ -62,7 +62,12 @@ def test_a_list_of_grids_runs_the_union_of_their_products(tmp_path):
     ({"grid": {"method": ["uld", "magic"]}}, "unknown method 'magic'"),
     ({"runner": "slurm"}, "runner must be one of distill, notebook"),
     ({"cells": []}, "unknown grid keys: cells"),
-    ({"base": {"teacher": "teacher-{size}"}}, "names an unknown setting: 'size'"),
+    ({"base": {"teacher": "teacher-{size}"}, "grid": {"seed": [0]}}, "names an unknown setting: 'size'"),
+    ({"base": {"method": "raw"}}, "grid must vary at least one setting"),
+    ({"base": {"method": "raw"}, "grid": {}}, "grid must vary at least one setting"),
+    ({"grid": [{"seed": [0]}, {}]}, "grid must vary at least one setting"),
+    ({"grid": {"distillation_weight": [1.5, -1.5]}}, "distillation_weight must be >= 0, got -1.5"),
+    ({"grid": {"top_k": [0]}}, "top_k must be positive"),
 ])
 def test_bad_grids_are_value_errors(tmp_path, content, message):
     path = tmp_path / "grid.yaml"
@@ -127,9 +132,21 @@ def cli(*args):
                           timeout=600, cwd=ROOT)
 
 
-def test_cli_bad_grid_exits_2_with_one_line(tmp_path):
-    done = cli("--grid", tmp_path / "missing.yaml", "--out", tmp_path / "out")
-    assert done.returncode == 2 and "does not exist" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("", "is empty: it must hold a mapping of base and grid"),
+    ("grid: {}\n", "grid must vary at least one setting"),
+    ("base:\n  task: [unclosed\ngrid: {seed: [0]}\n", "line 2: malformed YAML"),
+    ("grid: {distillation_weight: [-1.5]}\n", "distillation_weight must be >= 0"),
+])
+def test_cli_bad_grid_exits_2_with_one_line_and_writes_nothing(tmp_path, content, message):
+    path = tmp_path / "grid.yaml"
+    if content is not None:
+        path.write_text(content)
+    done = cli("--grid", path, "--out", tmp_path / "out")
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and str(path) in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_shipped_grids_load_and_expand(tmp_path):

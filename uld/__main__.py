@@ -10,7 +10,7 @@
     python -m uld evaluate --model NAME --task TASK --out DIR [--split test] [--tasks-dir DIR] [--shots N] [--limit N]
 
 Exit codes: 0 done, 1 something ran and failed, 2 the request itself is wrong (one line
-on standard error says why).
+on standard error says why), 130 interrupted (Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
@@ -83,6 +83,14 @@ def _count(text: str) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except KeyboardInterrupt:  # finished work is on disk: the same command resumes
+        print(f"\npython -m uld {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args, argv) -> int:
     if args.command == "notebooks":
         from uld.runner import NOTEBOOKS_DIR, UsageError, run_notebooks
 

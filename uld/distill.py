@@ -106,23 +106,27 @@ class DistillConfig:
         if self.teacher_cache and self.method not in ("uld", "kl"):
             raise ValueError(f"teacher_cache applies to the uld and kl methods only, not {self.method!r}")
         for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens", "logging_steps",
-                     "teacher_cache_top_k", "eval_steps"):
+                     "teacher_cache_top_k", "eval_steps", "student_temperature", "teacher_temperature", "top_k",
+                     "train_limit", "eval_limit"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("distillation_weight", "weight_decay"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def load(cls, path=None, overrides: list[str] = (), out: str | None = None) -> "DistillConfig":
         """From a YAML file (optional), then ``key=value`` overrides, then ``out``."""
-        import yaml
+        from uld.yaml_files import parse_value, read_mapping
 
-        values = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of config keys")
+        if path is None and not overrides:
+            raise ValueError("nothing to run: give a config file or at least one key=value setting")
+        values = read_mapping(path, "config keys") if path else {}
         for item in overrides:
             key, sep, text = item.partition("=")
             if not sep:
                 raise ValueError(f"--set takes key=value, got {item!r}")
-            values[key.strip()] = yaml.safe_load(text)
+            values[key.strip()] = parse_value(text, key.strip())
         if out is not None:
             values["out"] = out
         unknown = set(values) - {f.name for f in fields(cls)}
@@ -158,7 +162,6 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     run = Path(config.out)
     if (run / "metrics.json").exists() and not overwrite:
         raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
-    run.mkdir(parents=True, exist_ok=True)
     spec = TASKS[config.task]
     train = load_task(config.task, "train", limit=config.train_limit)
     if config.train_fraction < 1:
@@ -167,6 +170,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     student_tokenizer = load_tokenizer(config.student)
     student = load_model(config.student)
     fit_embeddings(student, student_tokenizer)
+    run.mkdir(parents=True, exist_ok=True)  # only now: a missing task or model leaves nothing behind
     student_is_encoder_decoder = student.config.is_encoder_decoder
     report = {}
 

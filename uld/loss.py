@@ -698,6 +698,8 @@ def _check_probability_tensor(name: str, tensor: Tensor) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got {_describe(tensor)}")
     if tensor.dim() == 0 or tensor.shape[-1] == 0:
         raise ValueError(f"{name} must have a non-empty last (vocabulary) dimension, got shape {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def _check_batch(student_logits: Tensor, teacher_logits: Tensor, student_labels: Tensor, teacher_labels: Tensor) -> None:

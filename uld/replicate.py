@@ -91,14 +91,9 @@ class Grid:
 
 def load_grid(path) -> Grid:
     """Read and check a grid file; a bad one raises ``ValueError`` naming the problem."""
-    import yaml
+    from uld.yaml_files import read_mapping
 
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"grid file {path} does not exist") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping with base and grid")
+    data = read_mapping(path, "base and grid")
     unknown = set(data) - {"base", "grid", "runner", "description"}
     if unknown:
         raise ValueError(f"{path}: unknown grid keys: {', '.join(sorted(unknown))}")
@@ -114,13 +109,18 @@ def load_grid(path) -> Grid:
         bad = set(keys) - names
         if bad:
             raise ValueError(f"{path}: unknown config keys in {section}: {', '.join(sorted(bad))}")
+    if not products or not all(products):
+        raise ValueError(f"{path}: grid must vary at least one setting, e.g. grid: {{seed: [0, 1, 2]}}")
     for product in products:
         for key, values in product.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{path}: grid.{key} must be a non-empty list of values")
     grid = Grid(base, axes, runner, Path(path).stem)
     for settings in grid.settings():  # every cell must be a valid config
-        DistillConfig(**_normalised(settings))
+        try:
+            DistillConfig(**_normalised(settings))
+        except ValueError as problem:
+            raise ValueError(f"{path}: {problem}") from None
     return grid
 
 
