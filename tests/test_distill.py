@@ -112,6 +112,11 @@ def test_cli_refuses_to_overwrite_a_finished_run(tmp_path):
     assert cli("--set", "method=raw", "--set", "eval_limit=2", "--set", "max_new_tokens=3", "--out", tmp_path).returncode == 0
     again = cli("--set", "method=raw", "--out", tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(metrics.read_text()[:25])  # truncated: the run is unfinished, and redone
+    redone = cli("--set", "method=raw", "--set", "eval_limit=2", "--set", "max_new_tokens=3", "--out", tmp_path)
+    assert redone.returncode == 0, redone.stderr
+    assert f"{metrics} is unreadable" in redone.stdout and json.loads(metrics.read_text())["n_eval"] == 2
 
 
 def test_the_shipped_configs_load():

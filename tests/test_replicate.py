@@ -100,6 +100,15 @@ def test_a_batch_resumes_records_failures_and_aggregates(tmp_path):
     (interrupted / "metrics.json").unlink()
     again = run_grid(load_grid(path), out, echo=lambda line: None)
     assert again["done"] == ["uld-default-student-seed1"] and len(again["skipped"]) == 3
+    # A truncated metrics.json marks an unfinished cell: named, redone, not a crash.
+    truncated = out / "cells" / "sft-default-student-seed0" / "metrics.json"
+    finished = json.loads(truncated.read_text())
+    truncated.write_text(truncated.read_text()[:40])
+    lines = []
+    third = run_grid(load_grid(path), out, echo=lines.append)
+    assert third["done"] == ["sft-default-student-seed0"] and len(third["skipped"]) == 3
+    assert f"{truncated} is unreadable (JSONDecodeError): the run counts as unfinished" in lines
+    assert json.loads(truncated.read_text())["scores"] == finished["scores"]
 
 
 def test_summary_gives_mean_and_spread_over_seeds():

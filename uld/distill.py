@@ -7,7 +7,9 @@ The config is a YAML file of `DistillConfig` fields; ``--set key=value`` overrid
 (the value is read as YAML, then checked against the field's type). The run folder gets
 ``teacher_answers.jsonl`` (resumable), ``checkpoints/`` (the Trainer's),
 ``predictions.jsonl`` and ``metrics.json``, each written whole or not at all; a folder
-that already holds ``metrics.json`` is a finished run and is not overwritten unless asked.
+that already holds a readable ``metrics.json`` is a finished run and is not overwritten
+unless asked; an unreadable one (a truncated copy, a disk that filled up) marks an
+unfinished run, redone with one line naming the file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-__all__ = ["DistillConfig", "run_distillation", "RunFinished", "unread_settings"]
+__all__ = ["DistillConfig", "finished_metrics", "run_distillation", "RunFinished", "unread_settings"]
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 
@@ -42,6 +44,31 @@ def unread_settings(method: str) -> tuple[str, ...]:
 
 class RunFinished(RuntimeError):
     """The output folder already holds a finished run."""
+
+
+def finished_metrics(folder, echo=print) -> dict | None:
+    """The metrics of the finished run in ``folder``, or ``None`` when it is not finished:
+    no ``metrics.json``, or one that cannot be read as a run's metrics (then one line
+    through ``echo`` names the file; the next run of the folder replaces it).
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> finished_metrics(folder) is None
+    True
+    >>> _ = (folder / "metrics.json").write_text('{"scores": {"f1')
+    >>> finished_metrics(folder, echo=lambda line: print(line.replace(str(folder), "RUN")))
+    RUN/metrics.json is unreadable (JSONDecodeError): the run counts as unfinished
+    """
+    path = Path(folder) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+        if not isinstance(metrics, dict) or not {"metric", "scores"} <= set(metrics):
+            raise ValueError("not a run's metrics")
+        return metrics
+    except (ValueError, UnicodeDecodeError) as problem:  # JSONDecodeError is a ValueError
+        echo(f"{path} is unreadable ({type(problem).__name__}): the run counts as unfinished")
+        return None
 
 
 def _check_type(name: str, value, annotation: str) -> None:
@@ -160,7 +187,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         transformers.utils.logging.disable_progress_bar()
     set_seed(config.seed)
     run = Path(config.out)
-    if (run / "metrics.json").exists() and not overwrite:
+    if not overwrite and finished_metrics(run, echo) is not None:
         raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
     spec = TASKS[config.task]
     train = load_task(config.task, "train", limit=config.train_limit)

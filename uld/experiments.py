@@ -11,7 +11,6 @@ such as ``configs/grids/cpu.yaml`` (finished cells are reused by both).
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,14 +70,14 @@ def find_grid(path) -> Path:
 
 
 def _finished(grid, out, echo) -> list[Run]:
+    from uld.distill import finished_metrics
     from uld.replicate import run_grid
 
     report = run_grid(grid, Path(out), echo=echo, progress=False)
     if report["failed"]:
         name, line = next(iter(report["failed"].items()))
         raise RuntimeError(f"{len(report['failed'])} cells failed, first {name}: {line}")
-    return [Run(name, config, json.loads((Path(config.out) / "metrics.json").read_text()), Path(config.out))
-            for name, config in grid.cells]
+    return [Run(name, config, finished_metrics(config.out), Path(config.out)) for name, config in grid.cells]
 
 
 def scores_table(runs: list[Run], by=lambda run: run.label, names=("run",)):

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from uld.cache import write_atomically
-from uld.distill import DistillConfig, unread_settings
+from uld.distill import DistillConfig, finished_metrics, unread_settings
 from uld.trainer import NEEDS_TEACHER_ANSWERS
 
 __all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT_COLUMNS"]
@@ -141,7 +141,7 @@ def run_grid(grid: Grid, out, echo=print, progress: bool = True) -> dict:
                                                     "cells": [name for name, _ in cells]}, indent=1))
     report = {"done": [], "skipped": [], "failed": {}}
     for number, (name, config) in enumerate(cells, 1):
-        if (Path(config.out) / "metrics.json").exists():
+        if finished_metrics(config.out, echo) is not None:
             report["skipped"].append(name)
             continue
         echo(f"[{number}/{len(cells)}] {name}")
@@ -178,8 +178,8 @@ def _run_cell(runner: str, config: DistillConfig, echo, progress: bool) -> None:
                                str(folder / "08_paper_replication.ipynb"),
                                parameters={"config": parameters, "output_dir": parameters["out"]},
                                progress_bar=progress, cwd=str(ROOT / "notebooks"))
-    if not (folder / "metrics.json").exists():
-        raise RuntimeError("the notebook finished without writing metrics.json")
+    if finished_metrics(folder) is None:
+        raise RuntimeError(f"the notebook finished without writing a readable {folder / 'metrics.json'}")
 
 
 def results_rows(cells) -> list[dict]:
@@ -191,8 +191,8 @@ def results_rows(cells) -> list[dict]:
                "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else "",
                "student": config.student, "method": config.method, "distillation_weight": config.distillation_weight,
                "train_fraction": config.train_fraction, "seed": config.seed, "status": "pending"}
-        if (folder / "metrics.json").exists():
-            metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = finished_metrics(folder, echo=lambda line: None)
+        if metrics is not None:
             row.update(status="done", metric=metrics["metric"], score=metrics["scores"][metrics["metric"]],
                        em=metrics["scores"].get("em", ""), n_train=metrics["n_train"], steps=metrics["steps"],
                        seconds=metrics["seconds"], top_answer_share=_top_answer_share(folder))
