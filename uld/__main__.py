@@ -92,12 +92,13 @@ def main(argv=None) -> int:
 
 def _run(args, argv) -> int:
     if args.command == "notebooks":
+        from uld.locks import FolderBusy
         from uld.runner import NOTEBOOKS_DIR, UsageError, run_notebooks
 
         try:
             results = run_notebooks(args.preset, args.out, args.only, args.in_place,
                                     args.notebooks_dir or NOTEBOOKS_DIR)
-        except UsageError as problem:
+        except (UsageError, FolderBusy) as problem:
             print(f"python -m uld notebooks: error: {problem}", file=sys.stderr)
             return 2
         failed = [r.stem for r in results if r.status != "ok"]
@@ -119,11 +120,13 @@ def _run(args, argv) -> int:
         return 0
     if args.command == "distill":
         from uld.distill import DistillConfig, RunFinished, run_distillation
+        from uld.locks import one_writer
         from uld.models import ModelUnavailable
 
         try:
             config = DistillConfig.load(args.config, args.set, args.out)
-            run_distillation(config, overwrite=args.overwrite)
+            with one_writer(config.out):
+                run_distillation(config, overwrite=args.overwrite)
         except (ValueError, OSError, RunFinished, ModelUnavailable) as problem:
             print(f"python -m uld distill: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2
@@ -131,12 +134,14 @@ def _run(args, argv) -> int:
     if args.command == "replicate":
         from uld.replicate import load_grid, run_grid
 
+        from uld.locks import FolderBusy
+
         try:
             grid = load_grid(args.grid)
-        except ValueError as problem:
+            report = run_grid(grid, args.out)
+        except (ValueError, FolderBusy) as problem:
             print(f"python -m uld replicate: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2
-        report = run_grid(grid, args.out)
         print((args.out / "results.md").read_text(), end="")
         print(f"replicate: {len(report['done'])} run, {len(report['skipped'])} already finished, "
               f"{len(report['failed'])} failed; results in {args.out / 'results.csv'}, {args.out / 'results.png'}")

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from uld.cache import write_atomically
 from uld.distill import DistillConfig, finished_metrics, unread_settings
+from uld.locks import one_writer
 from uld.trainer import NEEDS_TEACHER_ANSWERS
 
 __all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT_COLUMNS"]
@@ -135,7 +136,11 @@ def _filled(settings: dict) -> dict:
 def run_grid(grid: Grid, out, echo=print, progress: bool = True) -> dict:
     """Run every unfinished cell of ``grid`` into ``out``; returns ``{"done", "skipped", "failed"}``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with one_writer(out):
+        return _run_cells(grid, out, echo, progress)
+
+
+def _run_cells(grid: Grid, out: Path, echo, progress: bool) -> dict:
     cells = grid.expand(out)
     write_atomically(out / "grid.json", json.dumps({"runner": grid.runner, "base": grid.base, "axes": grid.axes,
                                                     "cells": [name for name, _ in cells]}, indent=1))

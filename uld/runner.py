@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from uld.cache import write_atomically
+from uld.locks import one_writer
 
 PRESETS = ("ci", "cpu", "gpu")
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -87,7 +88,12 @@ def run_notebooks(
     if not chosen:
         raise UsageError(f"no notebook in {notebooks_dir} matches {only!r}" if only else f"no notebooks in {notebooks_dir}")
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    with one_writer(out):
+        return _run_chosen(chosen, preset, out, in_place, notebooks_dir, echo)
+
+
+def _run_chosen(chosen: list[Path], preset: str, out: Path, in_place: bool, notebooks_dir: Path,
+                echo) -> list[NotebookResult]:
     results: list[NotebookResult] = []
     for path in chosen:
         result = run_one(path, preset, out / path.stem, notebooks_dir)
