@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -143,6 +145,42 @@ def test_an_interrupted_build_keeps_its_finished_shards(pair, pairs, tmp_path):
     build_teacher_cache(finished, pairs, folder, top_k=8, dtype="float32", shard_size=10, batch_size=8,
                         pad_token_id=pair["teacher_tokenizer"].pad_token_id, progress=False)
     assert finished.loads == 0  # a finished cache never loads the teacher
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another shard copied over it", "not a zip file"])
+def test_a_corrupt_shard_is_named_and_rebuilt_loading_the_teacher_only_then(pair, pairs, tmp_path, damage):
+    folder = tmp_path / "cache"
+    whole = build(pair, pairs, folder, top_k=8, shard_size=10)
+    records = json.loads((folder / "meta.json").read_text())["shards"]
+    assert [(r["first"], r["last"]) for r in records.values()] == [(0, 10), (10, 20), (20, 24)]
+    shard = folder / "shard-00001.npz"
+    if damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:300])
+    elif damage == "not a zip file":
+        shard.write_text("hello")
+    else:
+        shard.write_bytes((folder / "shard-00000.npz").read_bytes())  # a valid shard, with other rows
+    with pytest.raises(ValueError, match=f"teacher cache shard {shard} "):
+        TeacherCache(folder)
+    lines, loader = [], CountingTeacher(pair["teacher"])
+    rebuilt = build_teacher_cache(loader, pairs, folder, top_k=8, dtype="float32", shard_size=10, batch_size=8,
+                                  pad_token_id=pair["teacher_tokenizer"].pad_token_id, progress=False,
+                                  echo=lines.append)
+    assert loader.loads == 1 and len(lines) == 1 and lines[0].startswith(f"teacher cache shard {shard} ")
+    assert lines[0].endswith(": rebuilding it")
+    assert torch.equal(rebuilt.head, whole.head) and torch.equal(rebuilt.offsets, whole.offsets)
+
+
+def test_a_cache_built_before_checksums_is_accepted_and_recorded(pair, pairs, tmp_path):
+    folder = tmp_path / "cache"
+    build(pair, pairs, folder, top_k=8, shard_size=10)
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["shards"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    loader = CountingTeacher(pair["teacher"])
+    build_teacher_cache(loader, pairs, folder, top_k=8, dtype="float32", shard_size=10, batch_size=8,
+                        pad_token_id=pair["teacher_tokenizer"].pad_token_id, progress=False)
+    assert loader.loads == 0 and len(json.loads((folder / "meta.json").read_text())["shards"]) == 3
 
 
 def test_a_cache_is_never_used_for_other_pairs_or_settings(pair, pairs, tmp_path):

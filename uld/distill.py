@@ -219,7 +219,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
             cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache" / name,
                                         top_k=config.teacher_cache_top_k, token_ids=token_ids,
                                         temperature=config.teacher_temperature,
-                                        pad_token_id=teacher_tokenizer.pad_token_id, progress=progress)
+                                        pad_token_id=teacher_tokenizer.pad_token_id, progress=progress, echo=echo)
             report["teacher_cache_bytes_per_token"] = cache.bytes_per_token
             teacher.release()
         evaluating = config.eval_steps is not None

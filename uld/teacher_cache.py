@@ -9,14 +9,18 @@ students with the same prompts) train without loading the teacher at all.
 
 On disk, a folder::
 
-    meta.json            k, temperature, storage dtype, examples, shard size, fingerprint
+    meta.json            k, temperature, storage dtype, examples, shard size, fingerprint,
+                         and per finished shard its examples and SHA-256 ("shards")
     shard-00000.npz      head [rows, k] (float16 by default), tail [rows] float32,
     shard-00001.npz      sizes [examples in the shard] int32 (answer positions each),
                          with ``token_ids=True`` also index [rows, k] int32 (for KL)
 
 Shards are written whole (scratch file, then rename), so an interrupted build keeps the
 finished shards and redoes only the rest. The fingerprint hashes the teacher token ids
-the cache was built from: a cache is never used for other pairs. One answer token costs
+the cache was built from: a cache is never used for other pairs. A shard that cannot be
+read, fails its checksum (truncated, or another shard copied over it) or holds another
+number of examples is rebuilt by the next build, with one line naming it; loading such a
+cache raises ``ValueError`` naming the file. One answer token costs
 ``2 k + 4`` bytes in float16 (516 bytes at k = 256). Token-level KL on a shared
 vocabulary (the positive control) needs to know which token each probability belongs to:
 built with ``token_ids=True`` the cache keeps those too (``6 k + 4`` bytes a token, 1,540 at k = 256).
@@ -122,19 +126,22 @@ class TeacherCache:
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
             raise ValueError(f"{self.folder} is not a teacher cache (no meta.json)")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = _read_meta(meta_path)
         missing = [path.name for path in _shard_paths(self.folder, self.meta) if not path.exists()]
         if missing:
             raise ValueError(f"teacher cache {self.folder} is unfinished: {len(missing)} shards missing "
                              f"(first: {missing[0]}); build it again to finish it")
         heads, tails, sizes, indices = [], [], [], []
-        for path in _shard_paths(self.folder, self.meta):
-            with np.load(path) as shard:
-                heads.append(shard["head"])
-                tails.append(shard["tail"])
-                sizes.append(shard["sizes"])
-                if self.has_token_ids:
-                    indices.append(shard["index"])
+        records = self.meta.get("shards", {})
+        for path, (first, last) in zip(_shard_paths(self.folder, self.meta), _shard_ranges(self.meta)):
+            shard, problem = _read_shard(path, records.get(path.name), first, last, self.has_token_ids)
+            if problem:
+                raise ValueError(f"teacher cache shard {path} {problem}; build the cache again to rebuild it")
+            heads.append(shard["head"])
+            tails.append(shard["tail"])
+            sizes.append(shard["sizes"])
+            if self.has_token_ids:
+                indices.append(shard["index"])
         self.head = torch.from_numpy(np.concatenate(heads))
         self.tail = torch.from_numpy(np.concatenate(tails))
         self.index = torch.from_numpy(np.concatenate(indices)).long() if self.has_token_ids else None
@@ -181,7 +188,7 @@ class TeacherCache:
 
 def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature: float = 1.0,
                         pad_token_id: int, dtype: str = "float16", batch_size: int = 16, shard_size: int = 256,
-                        token_ids: bool = False, progress: bool = True) -> TeacherCache:
+                        token_ids: bool = False, progress: bool = True, echo=print) -> TeacherCache:
     """Run ``teacher`` once over the teacher side of ``pairs`` and store its sorted answers.
 
     Args:
@@ -198,6 +205,7 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
             bound includes) or ``float32``.
         token_ids: also keep each head probability's token id (int32, 4 more bytes per
             kept probability), for token-level KL (`uld.loss.TokenKLLoss`); ULD needs none.
+        echo: where the line naming a corrupt shard (rebuilt) goes.
     """
     from tqdm.auto import tqdm
 
@@ -214,15 +222,19 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
             "examples": len(pairs), "shard_size": shard_size, "fingerprint": pairs_fingerprint(pairs)}
     if token_ids:  # only then, so that caches built before token ids existed stay valid
         meta["token_ids"] = True
-    _claim(folder, meta)
+    records = _claim(folder, meta)
     load = (lambda: teacher) if isinstance(teacher, torch.nn.Module) else teacher
-    shards = _shard_paths(folder, meta)
     bar = tqdm(total=len(pairs), desc="teacher cache", disable=not progress)
-    for number, path in enumerate(shards):
-        first, last = number * shard_size, min((number + 1) * shard_size, len(pairs))
+    for path, (first, last) in zip(_shard_paths(folder, meta), _shard_ranges(meta)):
         if path.exists():
-            bar.update(last - first)
-            continue
+            _, problem = _read_shard(path, records.get(path.name), first, last, token_ids)
+            if not problem:
+                if path.name not in records:  # a shard of a cache built before checksums: record it now
+                    records[path.name] = _shard_record(path, first, last)
+                    write_atomically(folder / "meta.json", json.dumps({**meta, "shards": records}, indent=2))
+                bar.update(last - first)
+                continue
+            echo(f"teacher cache shard {path} {problem}: rebuilding it")
         model = load().eval()
         device = next(model.parameters()).device
         is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -243,27 +255,80 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
             bar.update(len(rows))
         kept = {"index": np.concatenate(indices)} if token_ids else {}
         _save_shard(path, head=np.concatenate(heads), tail=np.concatenate(tails), sizes=np.concatenate(sizes), **kept)
+        records[path.name] = _shard_record(path, first, last)
+        write_atomically(folder / "meta.json", json.dumps({**meta, "shards": records}, indent=2))
     bar.close()
     return TeacherCache(folder)
 
 
-def _claim(folder: Path, meta: dict) -> None:
-    """Write ``meta.json``, or check that the one there describes the same cache."""
+def _claim(folder: Path, meta: dict) -> dict:
+    """Write ``meta.json``, or check that the one there describes the same cache; returns
+    the finished shards' records (``{name: {"first", "last", "sha256"}}``)."""
     path = folder / "meta.json"
     if path.exists():
-        found = json.loads(path.read_text())
+        found = _read_meta(path)
+        records = found.pop("shards", {})
         if found != meta:
             changed = sorted(key for key in meta if found.get(key) != meta[key])
             raise ValueError(f"{folder} holds a teacher cache built with other {', '.join(changed)}; "
                              f"delete it or choose another folder")
-        return
+        return records
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(meta, indent=2))
+    return {}
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as problem:
+        raise ValueError(f"teacher cache {path} cannot be read ({type(problem).__name__}); delete the folder "
+                         f"to build the cache again") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"teacher cache {path} does not describe a cache; delete the folder to build it again")
+    return meta
 
 
 def _shard_paths(folder: Path, meta: dict) -> list[Path]:
     count = -(-meta["examples"] // meta["shard_size"])
     return [folder / f"shard-{number:05d}.npz" for number in range(count)]
+
+
+def _shard_ranges(meta: dict) -> list[tuple[int, int]]:
+    """The examples ``[first, last)`` of each shard, in order."""
+    size, examples = meta["shard_size"], meta["examples"]
+    return [(start, min(start + size, examples)) for start in range(0, examples, size)]
+
+
+def _shard_record(path: Path, first: int, last: int) -> dict:
+    return {"first": first, "last": last, "sha256": _sha256(path)}
+
+
+def _read_shard(path: Path, record: dict | None, first: int, last: int, token_ids: bool) -> tuple[dict, str]:
+    """The shard's arrays and ``""``, or ``({}, what is wrong with it)``. ``record`` is the
+    shard's entry in meta.json (None for a cache built before checksums were kept)."""
+    if record is not None:
+        if (record.get("first"), record.get("last")) != (first, last):
+            return {}, f"is recorded for examples {record.get('first')}-{record.get('last')}, not {first}-{last}"
+        if record.get("sha256") != _sha256(path):
+            return {}, "does not match its checksum in meta.json (truncated, or another file copied over it)"
+    try:
+        with np.load(path) as shard:
+            arrays = {name: shard[name] for name in ("head", "tail", "sizes", *(("index",) if token_ids else ()))}
+    except Exception as problem:  # noqa: BLE001 - zip, pickle and key errors alike mean an unreadable shard
+        return {}, f"cannot be read ({type(problem).__name__})"
+    rows = int(arrays["sizes"].sum())
+    if len(arrays["sizes"]) != last - first or any(len(arrays[name]) != rows for name in arrays if name != "sizes"):
+        return {}, f"holds {len(arrays['sizes'])} examples, not the {last - first} of examples {first}-{last}"
+    return arrays, ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _save_shard(path: Path, **arrays) -> None:
