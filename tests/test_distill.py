@@ -226,6 +226,25 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, monk
     assert resumed["scores"] == straight["scores"]
 
 
+def test_a_hub_task_offline_is_one_line_with_advice_a_cli_user_can_follow(tmp_path):
+    done = cli("--config", ROOT / "configs" / "paper" / "squad.yaml", "--out", tmp_path / "r")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "--set task_source=path/to/copy" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_local_copy_of_a_hub_task_is_a_config_field(tmp_path):
+    squad = {"id": "a1", "title": "T", "context": "Ada lives in Lund.", "question": "Where does Ada live?",
+             "answers": {"text": ["Lund"], "answer_start": [13]}}
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps(squad) + "\n")
+    done = cli("--set", "task=squad", "--set", "method=raw", "--set", f"task_source={tmp_path}",
+               "--set", "max_new_tokens=3", "--out", tmp_path / "r")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["task"] == "squad" and metrics["n_eval"] == 1
+
+
 def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
     import uld.__main__ as command_line
 

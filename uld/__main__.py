@@ -119,6 +119,7 @@ def _run(args, argv) -> int:
               f"{len(report['skipped'])} skipped")
         return 0
     if args.command == "distill":
+        from uld.data import TaskUnavailable
         from uld.distill import DistillConfig, RunFinished, run_distillation
         from uld.locks import one_writer
         from uld.models import ModelUnavailable
@@ -127,7 +128,7 @@ def _run(args, argv) -> int:
             config = DistillConfig.load(args.config, args.set, args.out)
             with one_writer(config.out):
                 run_distillation(config, overwrite=args.overwrite)
-        except (ValueError, OSError, RunFinished, ModelUnavailable) as problem:
+        except (ValueError, OSError, RunFinished, ModelUnavailable, TaskUnavailable) as problem:
             print(f"python -m uld distill: error: {str(problem).splitlines()[0]}", file=sys.stderr)
             return 2
         return 0

@@ -186,8 +186,9 @@ def _from_hub(spec: TaskSpec, split: str, cache_dir=None):
             if hub_offline("HF_DATASETS_OFFLINE") else f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
         raise TaskUnavailable(
             f"{spec.name} needs the Hugging Face hub ({spec.hub_id}): {reason}. "
-            f"Pass a local copy instead: load_task({spec.name!r}, {split!r}, source='path/to/copy'), "
-            f"or a datasets cache that holds it: cache_dir='path/to/cache'"
+            f"Give a local copy instead (a run's config: task_source: path/to/copy, or --set "
+            f"task_source=path/to/copy; in Python: load_task({spec.name!r}, {split!r}, source='path/to/copy')) "
+            f"or a datasets cache that holds it (task_cache_dir, cache_dir=)"
         ) from None
     return _converted(spec, raw)
 

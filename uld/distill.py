@@ -86,6 +86,8 @@ class DistillConfig:
     """Everything a run depends on; the defaults are the paper's where it has one."""
 
     task: str = "extractive_qa"
+    task_source: str | None = None  # a local copy of a hub task (a save_to_disk folder or data files): offline
+    task_cache_dir: str | None = None  # a datasets cache that holds the hub task
     method: str = "uld"  # raw, sft, seqkd, uld, kl
     teacher: str = "default-teacher"
     student: str = "default-student"
@@ -190,10 +192,11 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     if not overwrite and finished_metrics(run, echo) is not None:
         raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
     spec = TASKS[config.task]
-    train = load_task(config.task, "train", limit=config.train_limit)
+    where = {"source": config.task_source, "cache_dir": config.task_cache_dir}
+    train = load_task(config.task, "train", limit=config.train_limit, **where)
     if config.train_fraction < 1:
         train = train.select(range(max(1, int(len(train) * config.train_fraction))))
-    evaluation = load_task(config.task, "eval", limit=config.eval_limit)
+    evaluation = load_task(config.task, "eval", limit=config.eval_limit, **where)
     student_tokenizer = load_tokenizer(config.student)
     student = load_model(config.student)
     fit_embeddings(student, student_tokenizer)
@@ -237,7 +240,8 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         held_out = monitored = None
         if evaluating:  # on the validation split where the task has one: the eval split stays unseen
             has_validation = spec.embedded or "validation" in spec.hub_splits
-            monitored = load_task(config.task, "validation" if has_validation else "eval", limit=config.eval_limit)
+            monitored = load_task(config.task, "validation" if has_validation else "eval", limit=config.eval_limit,
+                                  **where)
             held_out, _ = build_pairs(monitored, kind=spec.kind,
                                       method="sft", student_tokenizer=student_tokenizer,
                                       student_is_encoder_decoder=student_is_encoder_decoder, max_length=config.max_length)
