@@ -179,3 +179,9 @@ def test_the_ci_grid_runs_through_the_cli(tmp_path):
         assert "2 x" in line and "12 questions" in line
     grid = json.loads((tmp_path / "ci" / "grid.json").read_text())
     assert len(grid["cells"]) == 11
+    # The teacher, scored once on the students' questions, in the table and (as a line) in the figure.
+    teacher = next(line for line in table.splitlines() if line.startswith("The teacher "))
+    assert re.fullmatch(r"The teacher \S+ on the same 12 extractive_qa questions: f1 \d+\.\d\d\.", teacher)
+    assert len(list((tmp_path / "ci" / "teacher").glob("*-eval-*/metrics.json"))) == 1
+    # The whole job's progress at each cell.
+    assert "[11/11] " in done.stdout and re.search(r"\(10 of 11 finished; .* so far, about .* left\)", done.stdout)

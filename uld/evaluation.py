@@ -96,11 +96,12 @@ def model_prompt(name_or_path: str) -> str:
 
 def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir=None, shots: int = 0,
                    limit: int | None = None, prompt: str | None = None, max_new_tokens: int = 48,
-                   max_length: int = 512, echo=print) -> dict:
+                   max_length: int = 512, source=None, echo=print) -> dict:
     """Score ``model`` on ``task`` and write ``out/metrics.json`` and ``out/predictions.jsonl``.
 
     ``tasks_dir`` reads an embedded task from another folder (``python -m uld data --out
-    DIR --seed 7`` writes one); ``prompt`` defaults to `model_prompt`.
+    DIR --seed 7`` writes one); ``source`` is a local copy of a hub task (as in `load_task`);
+    ``prompt`` defaults to `model_prompt`.
     """
     from uld.data import TASKS, load_task
     from uld.models import fit_embeddings, load_model, load_tokenizer
@@ -109,8 +110,10 @@ def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if shots < 0:
         raise ValueError(f"shots must be >= 0, got {shots}")
-    source = Path(tasks_dir) / task if tasks_dir is not None else None
-    if source is not None and not source.is_dir():
+    if tasks_dir is not None and source is not None:
+        raise ValueError("give tasks_dir (embedded tasks) or source (a copy of a hub task), not both")
+    source = Path(tasks_dir) / task if tasks_dir is not None else source
+    if tasks_dir is not None and not source.is_dir():
         raise ValueError(f"{source} does not exist: --tasks-dir must hold one folder per task (python -m uld data --out)")
     started = time.perf_counter()
     rows = load_task(task, split, limit=limit, source=source)

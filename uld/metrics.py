@@ -122,6 +122,8 @@ def _bertscore_f1_each(predictions, references, model_type: str = "roberta-large
 
 
 METRICS = {"f1": squad_f1, "em": exact_match, "rougeLsum": rouge_lsum, "bertscore": bertscore_f1}
+IN_WORDS = {"f1": "word F1 against the gold answers (0-100)", "em": "exact match (% of questions)",
+            "rougeLsum": "ROUGE-Lsum against the gold answers (0-100)", "bertscore": "BERTScore F1 (0-100)"}
 _PER_EXAMPLE = {"f1": _squad_f1_each, "em": _exact_match_each, "rougeLsum": _rouge_lsum_each,
                 "bertscore": _bertscore_f1_each}
 

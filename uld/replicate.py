@@ -32,6 +32,7 @@ import io
 import itertools
 import json
 import statistics
+import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -145,11 +146,12 @@ def _run_cells(grid: Grid, out: Path, echo, progress: bool) -> dict:
     write_atomically(out / "grid.json", json.dumps({"runner": grid.runner, "base": grid.base, "axes": grid.axes,
                                                     "cells": [name for name, _ in cells]}, indent=1))
     report = {"done": [], "skipped": [], "failed": {}}
+    started = time.monotonic()
     for number, (name, config) in enumerate(cells, 1):
         if finished_metrics(config.out, echo) is not None:
             report["skipped"].append(name)
             continue
-        echo(f"[{number}/{len(cells)}] {name}")
+        echo(f"[{number}/{len(cells)}] {name}{_job_progress(report, len(cells), time.monotonic() - started)}")
         try:
             _run_cell(grid.runner, config, echo, progress)
             report["done"].append(name)
@@ -163,9 +165,76 @@ def _run_cells(grid: Grid, out: Path, echo, progress: bool) -> dict:
             write_atomically(Path(config.out) / "error.txt", traceback.format_exc())
             echo(f"  failed: {line}")
         write_results(out, cells)
+    _score_teachers(cells, echo)
     write_results(out, cells)
     _figure(out, cells)
     return report
+
+
+def _teacher_scores(cells) -> dict:
+    """``{config: folder}`` for each distinct teacher evaluation the grid's distilling cells imply:
+    the teacher on the students' evaluation questions, with its own prompt and shots."""
+    wanted = {}
+    for _, config in cells:
+        if config.method in NEEDS_TEACHER_ANSWERS:
+            settings = [config.teacher, config.task, config.teacher_shots, config.eval_limit, config.max_new_tokens,
+                        config.max_length, config.task_source]
+            digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:10]
+            folder = Path(config.out).parents[1] / "teacher" / f"{_slug(config.teacher)}-{config.task}-eval-{digest}"
+            wanted.setdefault(folder, config)
+    return wanted
+
+
+def _score_teachers(cells, echo) -> None:
+    """Score each teacher the grid distils from on the evaluation questions (once; kept in
+    ``<out>/teacher/<teacher>-<task>-eval-<digest>``), so the table and the figure show what the
+    students are taught towards. A teacher that cannot be scored is reported, not fatal."""
+    from uld.evaluation import evaluate_model
+
+    for folder, config in _teacher_scores(cells).items():
+        if finished_metrics(folder, echo) is not None:
+            continue
+        echo(f"scoring the teacher {config.teacher} on {config.task}")
+        try:
+            evaluate_model(config.teacher, config.task, folder, split="eval", shots=config.teacher_shots,
+                           limit=config.eval_limit, max_new_tokens=config.max_new_tokens,
+                           max_length=config.max_length, source=config.task_source, echo=lambda line: None)
+        except KeyboardInterrupt:
+            raise
+        except Exception as failure:  # noqa: BLE001 - the students' results stand without the teacher's
+            echo(f"  the teacher could not be scored: {_first_line(failure)}")
+
+
+def _teacher_rows(cells) -> list[dict]:
+    """The finished teacher scores: ``task, teacher, metric, score, n_eval``."""
+    rows = []
+    for folder in _teacher_scores(cells):
+        metrics = finished_metrics(folder, echo=lambda line: None)
+        if metrics is not None:
+            rows.append({"task": metrics["task"], "teacher": metrics["model"], "metric": metrics["metric"],
+                         "score": metrics["scores"][metrics["metric"]], "n_eval": metrics["n_eval"]})
+    return rows
+
+
+def _job_progress(report: dict, total: int, elapsed: float) -> str:
+    """The whole job at the start of a cell: finished cells, time so far, time left at the pace
+    of the cells this invocation ran.
+
+    >>> _job_progress({"done": ["a", "b"], "skipped": ["c"], "failed": {}}, 7, 250.0)
+    '  (3 of 7 finished, 1 already before; 4 min 10 s so far, about 8 min 20 s left)'
+    """
+    ran = len(report["done"]) + len(report["failed"])
+    finished = ran + len(report["skipped"])
+    text = f"  ({finished} of {total} finished" + (f", {len(report['skipped'])} already before" if report["skipped"]
+                                                   else "")
+    if not ran:
+        return text + ")"
+    return text + f"; {_duration(elapsed)} so far, about {_duration(elapsed / ran * (total - finished))} left)"
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def _run_cell(runner: str, config: DistillConfig, echo, progress: bool) -> None:
@@ -225,7 +294,10 @@ def write_results(out: Path, cells) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomically(out / "results.csv", buffer.getvalue())
-    write_atomically(out / "results.md", summarise(rows) + "\n".join(comparison_lines(cells, rows)))
+    teachers = [f"The teacher {t['teacher']} on the same {t['n_eval']} {t['task']} questions: {t['metric']} "
+                f"{t['score']:.2f}." for t in _teacher_rows(cells)]
+    write_atomically(out / "results.md", summarise(rows) + "".join(f"\n{line}\n" for line in teachers)
+                     + "\n".join(comparison_lines(cells, rows)))
 
 
 def summarise(rows: list[dict]) -> str:
@@ -332,17 +404,21 @@ def paper_number(task: str, teacher: str, student: str, method: str, weight: flo
 def _figure(out: Path, cells) -> None:
     """``results.png``: one panel per task, a bar per student and method at its mean score
     over seeds, with its 95% bootstrap interval over questions (`uld.comparison.score_interval`)
-    and each seed's score as a dot; the students' bars in separate groups."""
+    and each seed's score as a dot; the students' bars in separate groups; the teacher's
+    score on the same questions as a dashed line; a legend says which is which."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's) stays as it is
+    from matplotlib.lines import Line2D
 
     from uld.comparison import score_interval
+    from uld.metrics import IN_WORDS
 
     rows = [row for row in results_rows(cells) if row["status"] == "done"]
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     if not tasks:
         return
     bars = max(len({(r["student"], _label(r), r["n_train"]) for r in rows if r["task"] == t}) for t in tasks)
-    figure = Figure(figsize=(max(4.5, 1.5 + 0.6 * bars) * len(tasks), 4.6))
+    teachers = _teacher_rows(cells)
+    figure = Figure(figsize=(max(5.5, 1.5 + 0.6 * bars) * len(tasks), 5.0))
     axes = figure.subplots(1, len(tasks), squeeze=False)
     colours = {"raw": "#bbb", "sft": "#89a", "seqkd": "#6a8fc0", "uld": "#d84", "kl": "#5a5"}
     for axis, task in zip(axes[0], tasks):
@@ -351,6 +427,7 @@ def _figure(out: Path, cells) -> None:
         x, ticks, names = 0.0, [], []
         sizes = {row["n_train"] for row in members if row["method"] != "raw"}
         for student in students:
+            first = x
             settings = dict.fromkeys((_label(row), row["n_train"]) for row in members if row["student"] == student)
             for number, (label, examples) in enumerate(settings):
                 runs = [row for row in members if row["student"] == student and (_label(row), row["n_train"]) == (
@@ -365,12 +442,23 @@ def _figure(out: Path, cells) -> None:
                 axis.scatter([x] * len(runs), [float(row["score"]) for row in runs], color="black", s=9, zorder=3)
                 ticks.append(x)
                 name = f"{label}, {examples} ex." if len(sizes) > 1 and runs[0]["method"] != "raw" else label
-                names.append(f"{student}\n{name}" if number == 0 else name)
+                names.append(name)
                 x += 1
+            axis.text((first + x - 1) / 2, -0.2, student, transform=axis.get_xaxis_transform(), ha="center",
+                      va="top", fontsize=9, fontweight="bold")
             x += 0.6  # a gap between students
-        axis.set_xticks(ticks, names, rotation=35, ha="right", fontsize=9)
-        axis.set_title(task, fontsize=11)
-        axis.set_ylabel(f"{members[0]['metric']} (bars: 95% interval over questions)", fontsize=9)
+        key = [Line2D([], [], color="#999", lw=8, label="mean over seeds"),
+               Line2D([], [], color="black", lw=1.2, label="95% interval over questions"),
+               Line2D([], [], color="black", marker="o", ls="", ms=3, label="one seed")]
+        for teacher in (t for t in teachers if t["task"] == task and t["metric"] == members[0]["metric"]):
+            axis.axhline(teacher["score"], color="black", ls="--", lw=1)
+            key.append(Line2D([], [], color="black", ls="--", lw=1,
+                              label=f"teacher {teacher['teacher']}: {teacher['score']:.1f}"))
+        axis.set_xticks(ticks, names, rotation=30, ha="right", fontsize=9)
+        axis.set_title(task, fontsize=11, pad=44)
+        axis.set_ylim(0, max(axis.get_ylim()[1], 1))
+        axis.set_ylabel(IN_WORDS.get(members[0]["metric"], members[0]["metric"]), fontsize=9)
+        axis.legend(handles=key, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     figure.tight_layout()
     figure.savefig(out / "results.png", dpi=110)
 
