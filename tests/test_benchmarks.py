@@ -58,3 +58,25 @@ def test_tokenizer_pair_benchmark_prints_and_writes_its_table():
     assert [row["task"] for row in rows] == ["extractive_qa", "generative_qa", "dialogue_summary"]
     assert all(0.8 <= row["contexts"] <= 1.3 and 0.8 <= row["answers"] <= 1.3 for row in rows)
     assert all(0 < row["positions_alike"] < 1 for row in rows)  # two real tokenizers: some positions alike, not all
+
+
+def test_teachers_against_gold_students_on_a_tiny_grid(tmp_path):
+    grid = tmp_path / "gold.yaml"
+    grid.write_text("base: {train_limit: 8, eval_limit: 4, epochs: 1, batch_size: 8, max_new_tokens: 6, "
+                    "student: default-student}\ngrid:\n  - task: [generative_qa]\n    method: [raw]\n"
+                    "  - task: [generative_qa]\n    method: [sft]\n    seed: [0, 1]\n")
+    replicate = subprocess.run([sys.executable, "-m", "uld", "replicate", "--grid", str(grid), "--out",
+                                str(tmp_path / "runs")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert replicate.returncode == 0, replicate.stderr[-2000:]
+    out = tmp_path / "teachers.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "teachers_vs_gold.py"), "--grid", str(grid),
+                           "--runs", str(tmp_path / "runs"), "--teacher", "default-teacher", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [(r["task"], r["metric"]) for r in rows] == [("generative_qa", "rougeLsum"), ("generative_qa", "em")]
+    assert all(r["sft_seeds"] == 2 and r["verdict"] in ("above", "below", "inconclusive") for r in rows)
+    assert all(r["interval"][0] <= r["teacher_minus_sft"] <= r["interval"][1] for r in rows)
+    assert "| generative_qa | rougeLsum |" in done.stdout
+    teacher = json.loads((tmp_path / "runs" / "teacher" / "default-teacher-generative_qa-test" / "metrics.json").read_text())
+    assert teacher["n_eval"] == 4

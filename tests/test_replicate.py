@@ -185,3 +185,39 @@ def test_the_ci_grid_runs_through_the_cli(tmp_path):
     assert len(list((tmp_path / "ci" / "teacher").glob("*-eval-*/metrics.json"))) == 1
     # The whole job's progress at each cell.
     assert "[11/11] " in done.stdout and re.search(r"\(10 of 11 finished; .* so far, about .* left\)", done.stdout)
+
+
+def test_a_grid_killed_at_random_points_ends_with_the_uninterrupted_table(tmp_path):
+    """SIGKILL at seeded random moments (teacher answers, teacher cache, training, evaluation),
+    then a last run to the end: the same scores and predictions as a run never interrupted."""
+    import random
+    import signal
+    import time
+
+    path = grid_file(tmp_path, {"method": ["seqkd", "uld"], "seed": [0, 1]},
+                     base={"train_limit": 32, "epochs": 2, "teacher_cache": False, "learning_rate": 0.002})
+    whole = cli("--grid", path, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    moments, kills = random.Random(0), 0
+    for _ in range(8):
+        process = subprocess.Popen([sys.executable, "-m", "uld", "replicate", "--grid", str(path), "--out",
+                                    str(tmp_path / "killed")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(moments.uniform(3, 12))
+        if process.poll() is not None:  # it finished what the kills had left
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    assert kills >= 3
+    last = cli("--grid", path, "--out", tmp_path / "killed")
+    assert last.returncode == 0, last.stderr[-2000:]
+
+    def table(out):
+        rows = list(csv.DictReader((out / "results.csv").open()))
+        return [(r["cell"], r["status"], r["score"], r["steps"]) for r in rows]
+
+    assert table(tmp_path / "killed") == table(tmp_path / "whole")
+    for cell in ("seqkd-seed0", "seqkd-seed1", "uld-seed0", "uld-seed1"):
+        assert (tmp_path / "killed" / "cells" / cell / "predictions.jsonl").read_text() == \
+            (tmp_path / "whole" / "cells" / cell / "predictions.jsonl").read_text()
