@@ -51,10 +51,15 @@ def discover(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
 
 
 def select(paths: list[Path], only: str | None) -> list[Path]:
-    """Notebooks whose stem matches ``only`` (a glob, or a substring such as ``03``)."""
+    """Notebooks whose stem matches ``only``: a glob of the whole stem or of its start
+    (``0[1-4]`` selects 01 to 04), or a substring such as ``03``.
+
+    >>> [p.stem for p in select([Path("01_a"), Path("04_b"), Path("05_c")], "0[1-4]")]
+    ['01_a', '04_b']
+    """
     if not only:
         return list(paths)
-    return [p for p in paths if fnmatch.fnmatch(p.stem, only) or only in p.stem]
+    return [p for p in paths if fnmatch.fnmatch(p.stem, only) or fnmatch.fnmatch(p.stem, only + "*") or only in p.stem]
 
 
 def preset_parameters(preset: str, stem: str, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:

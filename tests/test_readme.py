@@ -1,0 +1,41 @@
+"""The documentation's commands, as written, are commands the CLI accepts."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from uld.__main__ import build_parser
+from uld.runner import NOTEBOOKS_DIR, discover, select
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = ["README.md", "notebooks/README.md", "data/README.md", "results.md"]
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """``(document, command)`` for every ``python -m uld ...`` line of a code block
+    (continuation lines joined, comments dropped)."""
+    found = []
+    for name in DOCUMENTS:
+        blocks = re.findall(r"```(?:bash)?\n(.*?)```", (ROOT / name).read_text(), flags=re.S)
+        for block in blocks:
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("#")[0].strip()
+                if line.startswith("python -m uld "):
+                    found.append((name, line))
+    return found
+
+
+def test_the_documents_show_commands():
+    assert len(documented_commands()) >= 15
+
+
+@pytest.mark.parametrize("document, command", documented_commands())
+def test_each_documented_command_parses(document, command):
+    words = [w.replace("$name", "pretrained-student") for w in shlex.split(command)][3:]
+    args = build_parser().parse_args(words)  # argparse exits 2 on a command it does not accept
+    if args.command == "notebooks" and args.only:
+        assert select(discover(NOTEBOOKS_DIR), args.only), f"{document}: --only {args.only} selects no notebook"
