@@ -40,8 +40,10 @@ def test_a_task_teacher_trains_resumes_and_loads_by_name(tmp_path, monkeypatch):
     record = json.loads((folder / "uld.json").read_text())
     assert record["task"] == "generative_qa" and record["trained_examples"] == 48 and record["shots"] == 0
     assert set(record["validation"]) == {"rougeLsum", "em"} and 0 <= record["validation"]["rougeLsum"] <= 100
-    model = load_model("teacher-generative_qa", cache=tmp_path)  # found in the cache, not trained again
-    assert type(model).__name__ == "LlamaForCausalLM" and len(steps) == TINY.steps - 5
+    again = materialise_task_teacher("teacher-generative_qa", tmp_path, TINY, echo=lambda line: None)
+    assert again == folder and len(steps) == TINY.steps - 5  # found in the cache, not trained again
+    model = load_model(str(folder))
+    assert type(model).__name__ == "LlamaForCausalLM"
 
 
 def test_a_second_stage_starts_from_the_first_and_keeps_its_record(tmp_path):
