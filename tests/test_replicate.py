@@ -160,8 +160,29 @@ def test_cli_bad_grid_exits_2_with_one_line_and_writes_nothing(tmp_path, content
 
 def test_the_shipped_grids_load_and_expand(tmp_path):
     for path in sorted((ROOT / "configs" / "grids").glob("*.yaml")):
-        grid = load_grid(path)
-        assert grid.expand(tmp_path / path.stem), path
+        for preset in yaml.safe_load(path.read_text()).get("presets") or [None]:
+            grid = load_grid(path, preset)
+            assert grid.expand(tmp_path / path.stem / str(preset)), (path, preset)
+
+
+def test_a_preset_replaces_the_axes_it_names_and_adds_the_rest_to_base(tmp_path):
+    presets = {"small": {"train_limit": 2, "seed": [0]}, "big": {"seed": [0, 1, 2], "epochs": 3}}
+    path = grid_file(tmp_path, [{"method": ["sft", "seqkd"], "seed": [5]}, {"method": ["raw"]}], presets=presets)
+    small = load_grid(path, "small")
+    assert small.base["train_limit"] == 2 and small.axes[0] == {"method": ["sft", "seqkd"], "seed": [0]}
+    assert small.axes[1] == {"method": ["raw"]}
+    big = load_grid(path, "big").expand(tmp_path / "big")
+    assert [name for name, _ in big] == ["sft-seed0", "sft-seed1", "sft-seed2", "seqkd-seed0", "seqkd-seed1",
+                                         "seqkd-seed2", "raw-seed0"]
+    assert {config.epochs for _, config in big if config.method != "raw"} == {3}  # raw trains nothing
+    with pytest.raises(ValueError, match="needs --preset; choose from small, big"):
+        load_grid(path)
+    with pytest.raises(ValueError, match="has no preset 'huge'; choose from small, big"):
+        load_grid(path, "huge")
+    with pytest.raises(ValueError, match="has no presets; run it without --preset"):
+        load_grid(grid_file(tmp_path, {"seed": [0]}), "small")
+    with pytest.raises(ValueError, match="unknown config keys in base: epoch"):
+        load_grid(grid_file(tmp_path, {"seed": [0]}, presets={"x": {"epoch": 1}}), "x")
 
 
 def test_the_ci_grid_runs_through_the_cli(tmp_path):

@@ -233,3 +233,23 @@ def test_training_from_the_cache_follows_the_live_teacher(pair, pairs, tmp_path)
     with pytest.raises(ValueError, match="not both"):
         DistillationTrainer(model=students[True], args=args, teacher=pair["teacher"], loss_fn=ULDLoss(),
                             data_collator=PairCollator(0, 0, teacher_cache=cache))
+
+
+def test_answer_logits_are_the_full_logits_where_the_answers_are(pair, pairs):
+    from uld.teacher_cache import answer_logits
+
+    collator = PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id)
+    batch = collator([pairs[i] for i in range(6)])
+    ids, mask, labels = batch["teacher_input_ids"], batch["teacher_attention_mask"], batch["teacher_labels"]
+    with torch.no_grad():
+        full = pair["teacher"](input_ids=ids, attention_mask=mask).logits
+        kept, kept_labels = answer_logits(pair["teacher"], ids, mask, labels)
+    assert kept.shape[1] < full.shape[1] and kept_labels.shape == kept.shape[:2]
+    assert torch.equal(kept_labels, labels[:, -kept.shape[1]:])
+    torch.testing.assert_close(kept, full[:, -kept.shape[1]:], atol=1e-5, rtol=1e-5)
+    expected = sorted_answer_rows(full, labels, top_k=50)
+    got = sorted_answer_rows(kept, kept_labels, top_k=50)
+    torch.testing.assert_close(got.head, expected.head, atol=1e-6, rtol=1e-5)
+    assert torch.equal(got.sizes, expected.sizes)
+    no_answer = torch.full_like(labels, -100)
+    assert answer_logits(pair["teacher"], ids, mask, no_answer)[0].shape == full.shape

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     replicate = commands.add_parser("replicate", help="a grid of runs (configs/grids), resumable, aggregated")
     replicate.add_argument("--grid", required=True, type=Path, help="grid file (base, grid, runner)")
     replicate.add_argument("--out", required=True, type=Path, help="folder for cells, results.csv/.md/.png")
+    replicate.add_argument("--preset", help="a size the grid file offers under presets (e.g. ci, cpu, gpu)")
     teacher = commands.add_parser("train-teacher", help="train a task teacher on fresh records of an embedded task")
     teacher.add_argument("--task", required=True, help="extractive_qa, generative_qa or dialogue_summary")
     teacher.add_argument("--out", required=True, type=Path, help="the teacher's folder (e.g. data/teachers/TASK)")
@@ -138,7 +139,7 @@ def _run(args, argv) -> int:
         from uld.locks import FolderBusy
 
         try:
-            grid = load_grid(args.grid)
+            grid = load_grid(args.grid, args.preset)
             report = run_grid(grid, args.out)
         except (ValueError, FolderBusy) as problem:
             print(f"python -m uld replicate: error: {str(problem).splitlines()[0]}", file=sys.stderr)

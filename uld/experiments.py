@@ -54,12 +54,12 @@ def run_experiment(base: dict, axes: dict | list, out, echo=print) -> list[Run]:
     return _finished(Grid(dict(base), [dict(a) for a in axes] if isinstance(axes, list) else dict(axes)), out, echo)
 
 
-def run_grid_file(path, out, echo=print) -> list[Run]:
-    """Run the grid file ``path`` (as ``python -m uld replicate --grid path --out out`` does)
-    and return its runs, in the file's order; every cell must succeed."""
+def run_grid_file(path, out, echo=print, preset: str | None = None) -> list[Run]:
+    """Run the grid file ``path`` (as ``python -m uld replicate --grid path [--preset NAME] --out
+    out`` does) and return its runs, in the file's order; every cell must succeed."""
     from uld.replicate import load_grid
 
-    return _finished(load_grid(find_grid(path)), out, echo)
+    return _finished(load_grid(find_grid(path), preset), out, echo)
 
 
 def find_grid(path) -> Path:

@@ -91,15 +91,25 @@ class Grid:
         return cells
 
 
-def load_grid(path) -> Grid:
-    """Read and check a grid file; a bad one raises ``ValueError`` naming the problem."""
+def load_grid(path, preset: str | None = None) -> Grid:
+    """Read and check a grid file; a bad one raises ``ValueError`` naming the problem.
+
+    A grid file may offer ``presets``: named sizes of the same grid, each a mapping of
+    settings; a setting the grid varies replaces that axis's values, any other goes into
+    ``base``. ``preset`` chooses one (a file with presets needs one)::
+
+        presets:
+          ci: {train_limit: 8, seed: [0]}
+          gpu: {train_limit: null, seed: [0, 1, 2]}
+    """
     from uld.yaml_files import read_mapping
 
     data = read_mapping(path, "base and grid")
-    unknown = set(data) - {"base", "grid", "runner", "description"}
+    unknown = set(data) - {"base", "grid", "runner", "description", "presets"}
     if unknown:
         raise ValueError(f"{path}: unknown grid keys: {', '.join(sorted(unknown))}")
     base, axes = data.get("base") or {}, data.get("grid") or {}
+    base, axes = _with_preset(path, data.get("presets"), preset, base, axes)
     runner = data.get("runner", "distill")
     if runner not in RUNNERS:
         raise ValueError(f"{path}: runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
@@ -124,6 +134,27 @@ def load_grid(path) -> Grid:
         except ValueError as problem:
             raise ValueError(f"{path}: {problem}") from None
     return grid
+
+
+def _with_preset(path, presets, chosen: str | None, base, axes):
+    """``(base, axes)`` with the chosen preset's settings applied (unchanged without presets)."""
+    if presets is None:
+        if chosen is not None:
+            raise ValueError(f"{path} has no presets; run it without --preset")
+        return base, axes
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ValueError(f"{path}: presets must map each preset's name to a mapping of settings")
+    if chosen not in presets:
+        asked = "needs --preset" if chosen is None else f"has no preset {chosen!r}"
+        raise ValueError(f"{path} {asked}; choose from {', '.join(presets)}")
+    if not isinstance(base, dict) or not all(isinstance(a, dict) for a in (axes if isinstance(axes, list) else [axes])):
+        return base, axes  # the checks that follow name the malformed section
+    settings = presets[chosen]
+    varied = {key for product in (axes if isinstance(axes, list) else [axes]) for key in product}
+    products = [{key: settings.get(key, values) for key, values in product.items()}
+                for product in (axes if isinstance(axes, list) else [axes])]
+    base = {**base, **{key: value for key, value in settings.items() if key not in varied}}
+    return base, products if isinstance(axes, list) else products[0]
 
 
 def _filled(settings: dict) -> dict:
@@ -196,7 +227,7 @@ def _score_teachers(cells, echo) -> None:
             continue
         echo(f"scoring the teacher {config.teacher} on {config.task}")
         try:
-            evaluate_model(config.teacher, config.task, folder, split="eval", shots=config.teacher_shots,
+            evaluate_model(config.teacher, config.task, folder, split="eval", prompt="teacher", shots=config.teacher_shots,
                            limit=config.eval_limit, max_new_tokens=config.max_new_tokens,
                            max_length=config.max_length, source=config.task_source, echo=lambda line: None)
         except KeyboardInterrupt:

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from uld.cache import write_atomically
 
-__all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "sorted_answer_rows", "pairs_fingerprint",
+__all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "answer_logits", "sorted_answer_rows", "pairs_fingerprint",
            "CACHE_DTYPES"]
 
 FORMAT = 1
@@ -81,6 +81,29 @@ class SortedTeacher(NamedTuple):
         if self.index is not None and tuple(self.index.shape) != tuple(self.head.shape):
             raise ValueError(f"teacher index must have the head's shape {tuple(self.head.shape)}, "
                              f"got {tuple(self.index.shape)}")
+
+
+def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
+                  ignore_index: int = -100) -> tuple[Tensor, Tensor]:
+    """A frozen teacher's logits where the answers are, and the labels cut to match.
+
+    A decoder's logits are computed only for the last positions of the batch from the one
+    before the earliest answer token on (``logits_to_keep``): a 262,144-token vocabulary over
+    a 768-token few-shot prompt is 805 MB of float32 logits per row, almost all of them on
+    the prompt. Models whose forward takes no ``logits_to_keep`` (and encoder-decoders, whose
+    labels are the decoder's own) get the full logits. Either way ``(logits [B, T', V],
+    labels [B, T'])`` pair as `sorted_answer_rows` and `uld.loss.ULDLoss` expect.
+    """
+    import inspect
+
+    keeps = not getattr(model.config, "is_encoder_decoder", False) and \
+        "logits_to_keep" in inspect.signature(model.forward).parameters
+    answer = (labels != ignore_index).any(0).nonzero()
+    if not keeps or len(answer) == 0:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits, labels
+    first = max(int(answer[0]) - 1, 0)  # position t predicts label t + 1
+    kept = labels.shape[1] - first
+    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits, labels[:, first:]
 
 
 def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperature: float = 1.0,
@@ -244,9 +267,9 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
             batch = collate([{k[8:]: r[k] for k in ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")}
                              for r in rows], pad_token_id)
             with torch.no_grad():
-                logits = model(input_ids=batch["input_ids"].to(device),
-                                 attention_mask=batch["attention_mask"].to(device)).logits
-            part = sorted_answer_rows(logits, batch["labels"].to(device), top_k=top_k, temperature=temperature,
+                logits, labels = answer_logits(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                               batch["labels"].to(device))
+            part = sorted_answer_rows(logits, labels, top_k=top_k, temperature=temperature,
                                       is_encoder_decoder=is_encoder_decoder)
             heads.append(part.head.cpu().numpy().astype(dtype))
             tails.append(part.tail.cpu().numpy().astype(np.float32))

@@ -31,7 +31,7 @@ from uld.data import collate, encode_decoder, encode_encoder_decoder
 from uld.diagnostics import mean_answer_entropy
 from uld.loss import ULDLoss
 from uld.prompts import shots_for_row, student_prompt, teacher_prompt
-from uld.teacher_cache import SortedTeacher, TeacherCache
+from uld.teacher_cache import SortedTeacher, TeacherCache, answer_logits
 
 __all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore"]
 
@@ -162,10 +162,11 @@ class DistillationTrainer(Trainer):
         else:
             device = next(self.teacher.parameters()).device
             with torch.no_grad():
-                teacher_logits = self.teacher(input_ids=teacher_inputs["input_ids"].to(device),
-                                              attention_mask=teacher_inputs["attention_mask"].to(device)).logits
+                teacher_logits, teacher_labels = answer_logits(
+                    self.teacher, teacher_inputs["input_ids"].to(device), teacher_inputs["attention_mask"].to(device),
+                    teacher_inputs["labels"].to(device))
             result = self.loss_fn(outputs.logits, teacher_logits.to(outputs.logits.device), inputs["labels"],
-                                  teacher_inputs["labels"].to(outputs.logits.device), *self.encoder_decoder)
+                                  teacher_labels.to(outputs.logits.device), *self.encoder_decoder)
         self._components["crossentropy"].append(result.crossentropy.item())
         self._components["distillation"].append(result.distillation.item())
         self._log_entropy(outputs.logits, inputs["labels"])
