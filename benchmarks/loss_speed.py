@@ -14,6 +14,7 @@ inputs hold, over forward+backward (the student-logit gradient included).
 
     python benchmarks/loss_speed.py                    # paper-sized batch (about 1 minute)
     python benchmarks/loss_speed.py --batch 2 --seq 64 --student-vocab 4000 --teacher-vocab 3000
+    python benchmarks/loss_speed.py --device cuda     # on a GPU (memory: peak CUDA allocation)
 
 Prints a table and writes benchmarks/results/loss_speed.json (or --out).
 """
@@ -53,12 +54,15 @@ def parse_args(argv=None):
                         help="the teacher's (more confident)")
     parser.add_argument("--top-k", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: memory is then the peak CUDA allocation")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loss_speed.json")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here")
     if not 1 <= args.min_answer <= args.max_answer < args.seq - 1:
         parser.error("need 1 <= --min-answer <= --max-answer < --seq - 1")
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -217,23 +221,31 @@ def reset_peak():
 def measure(args):
     torch.set_num_threads(args.threads)
     loss_fn = make_loss(args.child, args.top_k)
-    student_logits, teacher_logits, student_labels, teacher_labels = make_batch(args)
+    student_logits, teacher_logits, student_labels, teacher_labels = (t.to(args.device) for t in make_batch(args))
     student_logits.requires_grad_(True)
     batch = (student_logits, teacher_logits, student_labels, teacher_labels)
+    cuda = student_logits.is_cuda
 
     loss_fn(*batch).backward()  # warm-up
     student_logits.grad = None
     times, peaks = [], []
     for _ in range(args.repeats):
-        reset_peak()
-        base = resident_kib("VmRSS")
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() / 1024
+        else:
+            reset_peak()
+            base = resident_kib("VmRSS")
         start = time.perf_counter()
         value = loss_fn(*batch)
         value.backward()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         student_logits.grad = None
         del value
-        peaks.append(resident_kib("VmHWM") - base)
+        peaks.append((torch.cuda.max_memory_allocated() / 1024 if cuda else resident_kib("VmHWM")) - base)
     result = dict(variant=args.child, seconds=statistics.median(times), times=times,
                   peak_mib=statistics.median(peaks) / 1024,
                   loss=float(loss_fn(*batch).detach()))
@@ -291,7 +303,7 @@ def main(argv=None):
     rows = [run_child(variant, argv) for variant in args.variants.split(",")]
     print(f"batch {args.batch} x seq {args.seq}, answers {args.min_answer}-{args.max_answer} tokens, "
           f"student vocab {args.student_vocab:,}, teacher vocab {args.teacher_vocab:,}, "
-          f"{args.threads} threads, median of {args.repeats}; speed-up and memory against 'published'")
+          f"{args.threads} threads on {args.device}, median of {args.repeats}; speed-up and memory against 'published'")
     print(table(rows))
     top_k = next((r for r in rows if r["variant"] == "uld_top_k" and "abs_error" in r), None)
     if top_k:
@@ -310,7 +322,9 @@ def main(argv=None):
     report = dict(config={k: v for k, v in vars(args).items() if k not in ("out", "child")},
                   settings=SETTINGS, machine=dict(python=platform.python_version(), torch=torch.__version__,
                                                   processor=platform.processor() or platform.machine(),
-                                                  cpus=os.cpu_count()),
+                                                  cpus=os.cpu_count(), device=args.device,
+                                                  gpu=torch.cuda.get_device_name() if args.device.startswith("cuda")
+                                                  else None),
                   rows=rows, ratios=ratios)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

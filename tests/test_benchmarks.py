@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +84,20 @@ def test_teachers_against_gold_students_on_a_tiny_grid(tmp_path):
     assert "| generative_qa | rougeLsum |" in done.stdout
     teacher = json.loads((tmp_path / "runs" / "teacher" / "default-teacher-generative_qa-test" / "metrics.json").read_text())
     assert teacher["n_eval"] == 4
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here: these check its absence")
+
+
+@NO_CUDA
+def test_the_gpu_check_refuses_a_machine_without_cuda_and_names_why(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OUT": str(tmp_path / "check")})
+    assert done.returncode == 2 and "needs a CUDA GPU" in done.stderr
+
+
+@NO_CUDA
+def test_the_loss_benchmark_refuses_cuda_where_there_is_none(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"), "--device", "cuda",
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no CUDA device here" in done.stderr

@@ -27,7 +27,7 @@ def run_cli(*args, timeout=900):
 
 def test_the_sequence_is_there():
     assert [path.stem[:2] for path in NOTEBOOKS] == sorted(path.stem[:2] for path in NOTEBOOKS)
-    assert [path.stem[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert [path.stem[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -111,8 +111,32 @@ def test_04_sequence_facts_hold(ci_run):
     assert metrics["top_k_relative_error_at_256"] < 0.01
 
 
-def test_05_distils_across_tokenizers(ci_run):
+def test_05_reads_two_real_models_and_distils_between_them(ci_run):
     metrics = metrics_of(ci_run, "05")
+    assert metrics["vocabularies"] == {"gemma-3-270m": 262_144, "smollm2-135m-instruct": 49_152}
+    assert metrics["compared_positions"] >= 4 and 0 < metrics["share_same_text"] < 1
+    assert metrics["identity_blind"]["uld_unchanged"]
+    for row in metrics["top_k_cache"].values():
+        assert 0 <= row["max error"] <= row["max bound"] <= 2
+    assert set(metrics["scores"]) == {"raw", "sft", "seqkd", "uld"} and metrics["teacher_score"] is not None
+    assert {v["verdict"] for v in metrics["verdicts"].values()} <= {"above", "below", "inconclusive"}
+
+
+def test_the_real_grid_runs_through_the_cli_with_its_ci_preset(ci_run):
+    """The CLI on the grid the notebook ran with the same preset: every cell is found finished."""
+    out, _ = ci_run
+    runs = out / "05_real_language_models" / "runs"
+    done = run_cli("replicate", "--grid", "configs/grids/real.yaml", "--preset", "ci", "--out", str(runs))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "0 run, 4 already finished, 0 failed" in done.stdout
+    assert "| smollm2-135m-instruct | uld |" in done.stdout.replace("gemma-3-270m | ", "")
+    assert "The teacher gemma-3-270m on the same " in done.stdout
+    missing = run_cli("replicate", "--grid", "configs/grids/real.yaml", "--out", str(runs))
+    assert missing.returncode == 2 and "needs --preset; choose from ci, cpu, gpu" in missing.stderr
+
+
+def test_06_distils_across_tokenizers(ci_run):
+    metrics = metrics_of(ci_run, "06")
     assert metrics["answers_split_alike"] < 0.5 and 0 < metrics["positions_alike"] < 0.5
     assert {key.split()[1] for key in metrics["scores"]} == {"raw", "sft", "seqkd", "uld", "kl"}
     assert metrics["scores"]["default-student raw -"] <= 5 and metrics["teacher_questions"] == 8
@@ -122,16 +146,16 @@ def test_05_distils_across_tokenizers(ci_run):
     assert metrics["uld_vs_seqkd_verdict"] == ["inconclusive"] and metrics["control_shows_distillation"] is False
 
 
-def test_06_encoder_decoder_students(ci_run):
-    metrics = metrics_of(ci_run, "06")
+def test_07_encoder_decoder_students(ci_run):
+    metrics = metrics_of(ci_run, "07")
     assert set(metrics["cross_tokenizer"]) == {"raw", "sft", "seqkd", "uld"}
     assert set(metrics["shared_vocabulary"]) == {"seqkd", "uld", "kl"}
     assert set(metrics["cross_verdicts"]) == {"uld-seqkd", "seqkd-sft", "sft-raw"}
     assert set(metrics["shared_verdicts"].values()) == {"inconclusive"}  # one seed in ci: no noise measured
 
 
-def test_07_ablations(ci_run):
-    metrics = metrics_of(ci_run, "07")
+def test_08_ablations(ci_run):
+    metrics = metrics_of(ci_run, "08")
     assert set(metrics["lambda"]) == {"0.0", "1.5"} and set(metrics["top_k"]) == {"4", "32"}
     assert metrics["panels"] == ["data fraction", "lambda", "student", "temperature", "top-k"]
     settings = [(row["panel"], row["setting"]) for row in metrics["verdicts"]]
@@ -140,9 +164,9 @@ def test_07_ablations(ci_run):
                         ("temperature", "2"), ("top-k", "4")]
 
 
-def test_08_has_no_paper_number_for_the_embedded_pair(ci_run):
+def test_09_has_no_paper_number_for_the_embedded_pair(ci_run):
     out, _ = ci_run
-    metrics = metrics_of(ci_run, "08")
+    metrics = metrics_of(ci_run, "09")
     assert metrics["paper"] is None and metrics["method"] == "uld" and 0 <= metrics["scores"]["f1"] <= 100
 
 

@@ -74,3 +74,13 @@ def test_the_gpu_workflow_runs_every_notebook_in_its_own_job_and_uploads_results
 def test_the_cpu_workflow_runs_the_ci_script():
     steps = load("cpu.yml")["jobs"]["tests"]["steps"]
     assert any(step.get("run") == ".ci/run" for step in steps)
+
+
+def test_the_gpu_workflow_runs_the_course_offline_and_the_gpu_check():
+    jobs = load("gpu.yml")["jobs"]
+    run_step = next(step for step in jobs["notebooks"]["steps"] if "--preset gpu" in step.get("run", ""))
+    assert run_step["env"]["HF_HUB_OFFLINE"] == "1"
+    assert any("benchmarks/gpu_check.sh" in step.get("run", "") for step in jobs["gpu-check"]["steps"])
+    presets = yaml.safe_load((ROOT / "notebooks" / "params" / "gpu.yaml").read_text())
+    hub_ids = [value for settings in presets.values() for value in str(settings).split("'") if "/" in value]
+    assert not hub_ids, f"a gpu preset names a hub model: {hub_ids}"

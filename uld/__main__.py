@@ -4,7 +4,7 @@
     python -m uld data [--out DIR]      # regenerate the embedded offline tasks
     python -m uld assets [--out DIR] [--teachers]   # real tokenizers, tiny models (and task teachers) into the cache
     python -m uld distill --config FILE [--set key=value ...] --out DIR [--overwrite]   # one run
-    python -m uld replicate --grid FILE --out DIR     # a grid of runs, resumable, results table
+    python -m uld replicate --grid FILE [--preset NAME] --out DIR   # a grid of runs, resumable, results table
     python -m uld train-teacher --task TASK --out DIR [--set field=value ...]   # a task teacher (TeacherRecipe)
     python -m uld pretrain-student --name NAME --out DIR [--set field=value ...]  # a pretrained student
     python -m uld evaluate --model NAME --task TASK --out DIR [--split test] [--tasks-dir DIR] [--shots N] [--limit N]

@@ -178,7 +178,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     from uld.data import TASKS, load_task
     from uld.loss import TokenKLLoss, ULDLoss
     from uld.evaluation import answer_questions, score_answers, write_predictions
-    from uld.models import fit_embeddings, load_model, load_tokenizer
+    from uld.models import default_device, fit_embeddings, load_model, load_tokenizer
     from uld.teacher_cache import build_teacher_cache, pairs_fingerprint
     from uld.trainer import NEEDS_TEACHER_ANSWERS, DistillationTrainer, HeldOutScore, PairCollator, build_pairs
 
@@ -198,7 +198,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         train = train.select(range(max(1, int(len(train) * config.train_fraction))))
     evaluation = load_task(config.task, "eval", limit=config.eval_limit, **where)
     student_tokenizer = load_tokenizer(config.student)
-    student = load_model(config.student)
+    student = load_model(config.student, device=default_device())
     fit_embeddings(student, student_tokenizer)
     run.mkdir(parents=True, exist_ok=True)  # only now: a missing task or model leaves nothing behind
     student_is_encoder_decoder = student.config.is_encoder_decoder
@@ -206,7 +206,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
 
     if config.method != "raw":
         teacher_dir = Path(config.teacher_outputs) if config.teacher_outputs else run
-        teacher = _LazyTeacher(config, student.device)
+        teacher = _LazyTeacher(config, default_device())
         teacher_tokenizer = load_tokenizer(config.teacher) if config.method in NEEDS_TEACHER_ANSWERS else None
         if config.method in NEEDS_TEACHER_ANSWERS:
             train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo, progress)

@@ -104,7 +104,7 @@ def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir
     ``prompt`` defaults to `model_prompt`.
     """
     from uld.data import TASKS, load_task
-    from uld.models import fit_embeddings, load_model, load_tokenizer
+    from uld.models import default_device, fit_embeddings, load_model, load_tokenizer
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -119,7 +119,7 @@ def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir
     rows = load_task(task, split, limit=limit, source=source)
     prompt = prompt or model_prompt(model)
     pool = load_task(task, "train", source=source) if shots else None
-    tokenizer, network = load_tokenizer(model), load_model(model)
+    tokenizer, network = load_tokenizer(model), load_model(model, device=default_device())
     fit_embeddings(network, tokenizer)
     echo(f"{model} answers {len(rows)} {task} {split} questions ({prompt} prompt, {shots} shots)")
     predictions = answer_questions(network, tokenizer, rows, kind=TASKS[task].kind, prompt=prompt, shots=shots,

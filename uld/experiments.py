@@ -1,7 +1,7 @@
-"""What the experiment notebooks (05-08) share: run a small grid, read it back, compare.
+"""What the experiment notebooks (06-09) share: run a small grid, read it back, compare.
 
     runs = run_experiment({"task": "extractive_qa", "teacher": "teacher-extractive_qa"},
-                          {"method": ["sft", "seqkd", "uld"], "seed": [0, 1]}, "runs/05")
+                          {"method": ["sft", "seqkd", "uld"], "seed": [0, 1]}, "runs/06")
     scores_table(runs)                     # mean, spread and top answer share per method
     compare(runs, "uld", "seqkd")          # paired interval and verdict: above, below, inconclusive
 

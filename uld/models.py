@@ -70,8 +70,9 @@ from pathlib import Path
 
 from uld.cache import cache_dir, hub_offline, replaced_folder
 
-__all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "materialise_tiny_model",
-           "materialise_pretrained", "resolve_model", "materialise_assets", "fit_embeddings", "save_model_folder"]
+__all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "default_device",
+           "materialise_tiny_model", "materialise_pretrained", "resolve_model", "materialise_assets",
+           "fit_embeddings", "save_model_folder"]
 
 
 class ModelUnavailable(RuntimeError):
@@ -134,7 +135,12 @@ def resolve_model(name_or_path: str, cache: Path | None = None) -> str:
     if name_or_path in TINY_MODELS:
         return str(materialise_tiny_model(name_or_path, cache))
     if name_or_path in PRETRAINED:
-        return str(materialise_pretrained(name_or_path, cache))
+        from uld.tokenizers import AssetUnavailable
+
+        try:
+            return str(materialise_pretrained(name_or_path, cache))
+        except AssetUnavailable as missing:  # the CLI's clear error (exit 2), not a traceback
+            raise ModelUnavailable(str(missing)) from None
     from uld.task_teachers import TASK_TEACHERS, materialise_task_teacher
 
     if name_or_path in TASK_TEACHERS:
@@ -173,6 +179,14 @@ def load_model(name_or_path: str, *, dtype=None, device=None, cache: Path | None
     except (OSError, ValueError) as failure:
         raise ModelUnavailable(_unavailable(name_or_path, failure)) from None
     return model.to(device) if device is not None else model
+
+
+def default_device() -> str:
+    """``"cuda"`` when a CUDA GPU is visible, else ``"cpu"``: where the kit puts the models it
+    runs itself (teacher answers and cache, evaluation); the Trainer places the student."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def fit_embeddings(model, tokenizer) -> bool:

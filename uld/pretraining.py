@@ -18,7 +18,7 @@ pretrained-student-shared-large  default-student-shared-large  the teacher's (th
 
 The large pair is the main job's (`configs/grids/cpu.yaml`): four times the compute per
 token, and the capacity to absorb what a teacher's logits carry; the small pair keeps the
-ablations of notebook 07 cheap.
+ablations of notebook 08 cheap.
 
 ``load_model("pretrained-student")`` loads the folder the kit ships under
 ``data/students/<name>`` when there is one, else pretrains once into the cache:

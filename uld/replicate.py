@@ -7,10 +7,14 @@ A grid file holds ``base`` (`uld.distill.DistillConfig` fields shared by every c
 
     base: {teacher: "teacher-{task}", epochs: 3}       # a text value may name other settings
     grid: {task: [extractive_qa], method: [raw, sft, seqkd, uld], seed: [0, 1, 2]}
-    runner: distill          # or: notebook (papermill executes notebooks/08_paper_replication)
+    runner: distill          # or: notebook (papermill executes notebooks/09_paper_replication)
 
 ``grid`` may also be a list of such mappings: the cells are the union of their products
 (e.g. ``kl`` only for the student that shares the teacher's tokenizer).
+
+A grid file may also offer ``presets``, named sizes of the same grid (``--preset ci``, ``cpu``,
+``gpu`` in ``configs/grids/real.yaml``): each a mapping of settings that replace an axis's
+values or join ``base``; see `load_grid`.
 
 Cells that a setting cannot change are run once: ``raw`` ignores lambda, the data fraction
 and the seed (greedy decoding of an untrained student), ``sft`` and ``seqkd`` ignore lambda.
@@ -279,8 +283,8 @@ def _run_cell(runner: str, config: DistillConfig, echo, progress: bool) -> None:
     folder = Path(config.out)
     folder.mkdir(parents=True, exist_ok=True)
     parameters = {**asdict(config), "out": str(folder.resolve())}
-    papermill.execute_notebook(str(ROOT / "notebooks" / "08_paper_replication.ipynb"),
-                               str(folder / "08_paper_replication.ipynb"),
+    papermill.execute_notebook(str(ROOT / "notebooks" / "09_paper_replication.ipynb"),
+                               str(folder / "09_paper_replication.ipynb"),
                                parameters={"config": parameters, "output_dir": parameters["out"]},
                                progress_bar=progress, cwd=str(ROOT / "notebooks"))
     if finished_metrics(folder) is None:
