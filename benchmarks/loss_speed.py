@@ -6,8 +6,10 @@ Peers, on the same batch and settings (lambda 1.5, temperatures 1, student EOS s
              kept row, vocabulary padding, per-sample L1 (written here, below);
   trl        TRL's ULDLoss (trl.experimental.gold, positional mode), when `trl` is
              installed: `pip install -r benchmarks/requirements.txt`.
-Ours: `uld.ULDLoss` exact, and with `top_k=256` (its error is checked against the exact
-loss on the same batch and against the bound it reports).
+Ours: `uld.ULDLoss` exact, with `top_k=256` (its error is checked against the exact
+loss on the same batch and against the bound it reports), and exact with
+`alignment="offsets"` (answers cut at random character boundaries on each side, so it
+compares the positions whose tokens start together).
 
 Each variant runs in its own process; memory is the peak resident memory above what the
 inputs hold, over forward+backward (the student-logit gradient included).
@@ -35,7 +37,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("uld_exact", "uld_top_k", "published", "trl")
+VARIANTS = ("uld_exact", "uld_top_k", "uld_offsets", "published", "trl")
 SETTINGS = dict(distillation_weight=1.5, crossentropy_weight=1.0, student_temperature=1.0,
                 teacher_temperature=1.0, skip_student_eos=True, skip_teacher_eos=False)
 
@@ -97,6 +99,23 @@ def make_batch(args):
     return (zipf_logits(g, args.batch, args.seq, args.student_vocab, args.student_exponents),
             zipf_logits(g, args.batch, args.seq, args.teacher_vocab, args.teacher_exponents),
             student_labels, teacher_labels)
+
+
+def character_offsets(labels, seed):
+    """``[B, T, 2]`` spans for each side's answer labels: the answer's tokens cut one text of
+    4 characters per token of the longer side at random points; the EOS (last) gets the
+    empty span at the end. Use the same ``seed`` for both sides of a batch."""
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.zeros(*labels.shape, 2, dtype=torch.long)
+    for b, row in enumerate(labels):
+        answer = (row != -100).nonzero().flatten()
+        length = 4 * labels.shape[1]  # one text for both sides: longer than any answer needs
+        tokens = len(answer) - 1  # before the EOS
+        cuts = torch.randperm(length - 1, generator=g)[:max(tokens - 1, 0)].add(1).sort().values.tolist()
+        starts = ([0] + cuts if tokens else []) + [length]
+        ends = (cuts + [length] if tokens else []) + [length]
+        offsets[b, answer, 0], offsets[b, answer, 1] = torch.tensor(starts), torch.tensor(ends)
+    return offsets
 
 
 def zipf_logits(g, batch, seq, vocab, exponents):
@@ -198,6 +217,17 @@ def make_loss(variant, top_k):
     if variant == "uld_top_k":
         loss = ULDLoss(**SETTINGS, top_k=top_k)
         return lambda *batch: loss(*batch).loss
+    if variant == "uld_offsets":
+        loss = ULDLoss(**SETTINGS, alignment="offsets")
+        offsets = {}
+
+        def call(student_logits, teacher_logits, student_labels, teacher_labels):
+            if not offsets:  # made once, outside the timed calls' steady state
+                offsets.update(student_offsets=character_offsets(student_labels.cpu(), 0).to(student_labels.device),
+                               teacher_offsets=character_offsets(teacher_labels.cpu(), 1).to(teacher_labels.device))
+            return loss(student_logits, teacher_logits, student_labels, teacher_labels, **offsets).loss
+
+        return call
     if variant == "published":
         return published_loop
     return trl_loss()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from uld.distill import DistillConfig, RunFinished, run_distillation
+from uld.distill import DistillConfig, RunFinished, run_distillation, unread_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(task="extractive_qa", train_limit=16, eval_limit=6, epochs=1, max_new_tokens=6, batch_size=8, logging_steps=1)
@@ -53,6 +53,8 @@ def test_a_finished_run_is_kept_unless_asked_and_a_redo_reuses_the_teacher_answe
     (dict(top_k=0), "top_k must be positive"),
     (dict(train_limit=0), "train_limit must be positive"),
     (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+    (dict(alignment="chars"), "alignment must be one of position, offsets, got 'chars'"),
+    (dict(alignment="offsets", teacher_cache=True), "alignment offsets needs the live teacher"),
 ])
 def test_bad_configs_are_value_errors(values, message):
     with pytest.raises(ValueError, match=message):
@@ -182,6 +184,16 @@ def test_kl_from_a_cache_of_the_whole_vocabulary_trains_as_the_live_teacher_does
         return [e["distillation"] for e in results["log_history"] if "distillation" in e]
 
     assert len(distillation(cached)) == 2 and distillation(cached) == pytest.approx(distillation(live), rel=1e-3)
+
+
+def test_uld_aligned_by_characters_trains_and_differs_from_positional(tmp_path):
+    runs = {rule: run_distillation(DistillConfig(method="uld", alignment=rule, out=str(tmp_path / rule), **TINY),
+                                   echo=lambda line: None, progress=False) for rule in ("position", "offsets")}
+    distillation = {rule: [e["distillation"] for e in r["log_history"] if "distillation" in e]
+                    for rule, r in runs.items()}
+    assert all(distillation.values()) and distillation["offsets"] != distillation["position"]
+    assert runs["offsets"]["config"]["alignment"] == "offsets"
+    assert "alignment" in unread_settings("seqkd") and "alignment" not in unread_settings("uld")
 
 
 def test_a_learning_curve_is_logged_when_asked(tmp_path):

@@ -111,3 +111,26 @@ def test_the_uld_term_alone_reaches_the_student(pair, tmp_path):
     norms = [p.grad.norm().item() for p in student.parameters() if p.grad is not None]
     assert norms and max(norms) > 0
     assert all(p.grad is None for p in pair["teacher"].parameters())
+
+
+def test_offsets_pairs_train_with_the_loss_the_offsets_rule_gives(pair):
+    from uld.trainer import label_offsets
+
+    dataset, _ = build_pairs(pair["rows"].select(range(8)), kind="extractive_qa", method="uld", shots=1,
+                             student_tokenizer=pair["student_tokenizer"], teacher_tokenizer=pair["teacher_tokenizer"],
+                             offsets=True)
+    row = dataset[0]
+    assert len(row["student_offsets"]) == len(row["student_labels"])
+    assert len(row["teacher_offsets"]) == len(row["teacher_labels"])
+    student_answer = [span for span, label in zip(row["student_offsets"], row["student_labels"]) if label != -100]
+    teacher_answer = [span for span, label in zip(row["teacher_offsets"], row["teacher_labels"]) if label != -100]
+    assert student_answer[0][0] == teacher_answer[0][0] == 0
+    assert student_answer[-1][0] == student_answer[-1][1] == teacher_answer[-1][1]  # the EOS: the empty span at the end
+    batch = PairCollator(pair["student_tokenizer"].pad_token_id, pair["teacher_tokenizer"].pad_token_id)(
+        [dataset[i] for i in range(4)])
+    assert batch["offsets"].shape == (*batch["labels"].shape, 2)
+    assert batch["teacher_offsets"].shape == (*batch["teacher_labels"].shape, 2)
+    with pytest.raises(ValueError, match="methods uld and kl only"):
+        build_pairs(pair["rows"].select(range(2)), kind="extractive_qa", method="seqkd", offsets=True,
+                    student_tokenizer=pair["student_tokenizer"])
+    assert label_offsets(pair["student_tokenizer"], [-100, -100], with_eos=False) == [[0, 0], [0, 0]]

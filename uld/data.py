@@ -320,7 +320,8 @@ def tokenize_dataset(dataset, tokenizer, render: Callable[[dict, str], str], *, 
 
 
 def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right") -> dict:
-    """Pad ``input_ids``/``attention_mask``/``labels`` lists into ``[B, T]`` tensors.
+    """Pad ``input_ids``/``attention_mask``/``labels`` lists into ``[B, T]`` tensors (and
+    ``offsets``, ``[T, 2]`` per example where given, into ``[B, T, 2]``).
 
     Padding gets ``pad_token_id`` in the inputs, 0 in the mask and -100 in the labels.
     Labels are padded to their own longest length (an encoder-decoder's labels differ in
@@ -344,5 +345,8 @@ def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right"
             rows.append(fill + list(e[key]) if padding_side == "left" else list(e[key]) + fill)
         return torch.tensor(rows, dtype=torch.long)
 
-    return dict(input_ids=pad("input_ids", pad_token_id), attention_mask=pad("attention_mask", 0),
-                labels=pad("labels", -100))
+    batch = dict(input_ids=pad("input_ids", pad_token_id), attention_mask=pad("attention_mask", 0),
+                 labels=pad("labels", -100))
+    if "offsets" in examples[0]:  # (start, end) characters per label, padded like the labels
+        batch["offsets"] = pad("offsets", [0, 0])
+    return batch

@@ -25,7 +25,7 @@ _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 
 
 _CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
-          "skip_teacher_eos")
+          "skip_teacher_eos", "alignment")
 _TRAINING = ("train_limit", "train_fraction", "epochs", "learning_rate", "weight_decay", "batch_size", "eval_steps")
 _UNREAD = {"raw": ("distillation_weight", "seed", "teacher", "teacher_shots", *_TRAINING, *_CACHE),
            "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
@@ -98,6 +98,7 @@ class DistillConfig:
     skip_student_eos: bool = True
     skip_teacher_eos: bool = False
     top_k: int | None = None
+    alignment: str = "position"  # uld, kl: position (the paper's) or offsets (tokens starting at one character)
     teacher_cache: bool = False  # uld, kl: train from the teacher's cached top-k answers, teacher unloaded
     teacher_cache_top_k: int = 256
     teacher_outputs: str | None = None  # folder for teacher answers and cache, shareable by runs; default: out
@@ -134,6 +135,13 @@ class DistillConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if self.teacher_cache and self.method not in ("uld", "kl"):
             raise ValueError(f"teacher_cache applies to the uld and kl methods only, not {self.method!r}")
+        from uld.alignment import ALIGNMENTS
+
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}")
+        if self.alignment == "offsets" and self.teacher_cache:
+            raise ValueError("alignment offsets needs the live teacher (its cache keeps no character offsets): "
+                             "set teacher_cache: false")
         for name in ("epochs", "learning_rate", "batch_size", "max_length", "max_new_tokens", "logging_steps",
                      "teacher_cache_top_k", "eval_steps", "student_temperature", "teacher_temperature", "top_k",
                      "train_limit", "eval_limit"):
@@ -212,7 +220,8 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
             train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo, progress)
         pairs, report = build_pairs(train, kind=spec.kind, method=config.method, student_tokenizer=student_tokenizer,
                                     teacher_tokenizer=teacher_tokenizer, student_is_encoder_decoder=student_is_encoder_decoder,
-                                    max_length=config.max_length, shots=config.teacher_shots, seed=config.seed)
+                                    max_length=config.max_length, shots=config.teacher_shots, seed=config.seed,
+                                    offsets=config.alignment == "offsets" and config.method in ("uld", "kl"))
         echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
         cache = None
         if config.teacher_cache:
@@ -236,7 +245,8 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(config.method)
         loss_fn = loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
                              teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
-                             skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k) if loss_class else None
+                             skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k,
+                             alignment=config.alignment) if loss_class else None
         held_out = monitored = None
         if evaluating:  # on the validation split where the task has one: the eval split stays unseen
             has_validation = spec.embedded or "validation" in spec.hub_splits

@@ -58,9 +58,8 @@ def compared_distributions(student, teacher, pairs, student_tokenizer, teacher_t
             a time, so a 262,144-token teacher vocabulary costs memory only at the answers.
         loss: whose alignment and temperatures to use.
 
-    >>> rows = compared_distributions(student, teacher, pairs, student_tok, teacher_tok)  # doctest: +SKIP
-    >>> rows.student.shape, rows.teacher.shape  # doctest: +SKIP
-    (torch.Size([37, 49152]), torch.Size([37, 262144]))
+    Example (notebook 05): SmolLM2-135M-Instruct and Gemma 3 270M on 24 gold answers give
+    ``rows.student`` ``[72, 49152]`` and ``rows.teacher`` ``[72, 262144]``.
     """
     if any(getattr(model.config, "is_encoder_decoder", False) for model in (student, teacher)):
         raise ValueError("compared_distributions reads decoder models; an encoder-decoder's answers sit elsewhere")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from uld.alignment import ALIGNMENTS, Alignment, AnswerSpans, offset_alignment, positional_alignment
 from uld.sorting import sort_descending
 
 if TYPE_CHECKING:
@@ -94,20 +95,6 @@ class ULDOutput(NamedTuple):
     distillation_error_bound: Tensor
 
 
-class AnswerSpans(NamedTuple):
-    """Where each row's answer sits, in logit positions: ``[B]`` starts and sizes."""
-
-    start: Tensor
-    size: Tensor
-
-
-class _Alignment(NamedTuple):
-    sample: Tensor  # [N] which sample each compared pair belongs to
-    student_position: Tensor  # [N] student logit position
-    teacher_position: Tensor  # [N] teacher logit position
-    per_sample: Tensor  # [B] number of compared pairs per sample
-
-
 class ULDLoss(nn.Module):
     """Cross-entropy on the student plus lambda times ULD against the teacher.
 
@@ -121,10 +108,16 @@ class ULDLoss(nn.Module):
         top_k: ``None`` for the exact loss; ``k >= 1`` compares only each side's ``k``
             largest probabilities exactly and the rest through their total mass, which is
             fast on large vocabularies and reports a certified error bound.
+        alignment: ``"position"`` (the paper's: the answers position by position, cut to
+            the shorter) or ``"offsets"`` (positions whose tokens start at the same
+            character of the answer; `uld.alignment` states the rule).
 
     Call: ``loss_fn(student_logits [B, Ts, Vs], teacher_logits [B, Tt, Vt],
     student_labels [B, Ts], teacher_labels [B, Tt], student_is_encoder_decoder=False,
-    teacher_is_encoder_decoder=False) -> ULDOutput``.
+    teacher_is_encoder_decoder=False, student_offsets=None, teacher_offsets=None) ->
+    ULDOutput``. With ``alignment="offsets"`` the offsets ``[B, T, 2]`` (integers, shaped
+    like the labels) give, for every answer label, the ``(start, end)`` characters of the
+    answer text its token covers (an EOS: the empty span at the answer's end).
 
     Labels are input ids with the prompt and padding at ``ignore_index``. A decoder's
     logits at position ``t`` predict label ``t + 1`` (causal shift; its label 0 is never
@@ -157,8 +150,11 @@ class ULDLoss(nn.Module):
         skip_teacher_eos: bool = False,
         ignore_index: int = -100,
         top_k: int | None = None,
+        alignment: str = "position",
     ) -> None:
         super().__init__()
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {alignment!r}")
         for name, value in (
             ("student_temperature", student_temperature),
             ("teacher_temperature", teacher_temperature),
@@ -181,6 +177,7 @@ class ULDLoss(nn.Module):
         self.skip_teacher_eos = bool(skip_teacher_eos)
         self.ignore_index = int(ignore_index)
         self.top_k = top_k
+        self.alignment_rule = alignment
 
     def extra_repr(self) -> str:
         return (
@@ -189,7 +186,7 @@ class ULDLoss(nn.Module):
             f"student_temperature={self.student_temperature}, "
             f"teacher_temperature={self.teacher_temperature}, "
             f"skip_student_eos={self.skip_student_eos}, skip_teacher_eos={self.skip_teacher_eos}, "
-            f"ignore_index={self.ignore_index}, top_k={self.top_k}"
+            f"ignore_index={self.ignore_index}, top_k={self.top_k}, alignment={self.alignment_rule!r}"
         )
 
     def forward(
@@ -200,12 +197,14 @@ class ULDLoss(nn.Module):
         teacher_labels: Tensor,
         student_is_encoder_decoder: bool = False,
         teacher_is_encoder_decoder: bool = False,
+        student_offsets: Tensor | None = None,
+        teacher_offsets: Tensor | None = None,
     ) -> ULDOutput:
         _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
+        aligned = self._alignment(student_labels, teacher_labels, student_is_encoder_decoder,
+                                  teacher_is_encoder_decoder, student_offsets, teacher_offsets)
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
-        teacher_labels = self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)
-        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
-        return self._loss(student_logits, student_labels, teacher_logits, teacher, teacher_tail=None, top_k=self.top_k)
+        return self._loss(student_logits, student_labels, teacher_logits, aligned, teacher_tail=None, top_k=self.top_k)
 
     def from_sorted_teacher(
         self, student_logits: Tensor, student_labels: Tensor, teacher: "SortedTeacher",
@@ -231,31 +230,31 @@ class ULDLoss(nn.Module):
         if not isinstance(student_logits, Tensor) or student_logits.dim() != 3 or not student_logits.is_floating_point():
             raise ValueError(f"student_logits must be a float tensor [batch, time, vocab], got {_describe(student_logits)}")
         teacher.check(student_logits.shape[0])
+        self._refuse_offsets_for_a_cache()
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
         spans = self._cached_teacher_spans(teacher, student_logits.device)
+        aligned = positional_alignment(self.answer_spans(student_labels, self.skip_student_eos), spans)
         width = teacher.head.shape[-1]
-        result = self._loss(student_logits, student_labels, teacher.head.to(student_logits.device), spans,
+        result = self._loss(student_logits, student_labels, teacher.head.to(student_logits.device), aligned,
                             teacher_tail=teacher.tail.to(student_logits.device),
                             top_k=min(self.top_k or width, width))
         if teacher.rounding is None or self.distillation_weight == 0:
             return result
-        aligned = self._aligned(self.answer_spans(student_labels, self.skip_student_eos), spans)
         rounding = teacher.rounding.to(student_logits.device)[aligned.teacher_position].to(result.distillation.dtype)
         extra = abs(self.distillation_weight) * _mean_per_sample_then_batch(rounding, aligned.sample, aligned.per_sample)
         return result._replace(distillation_error_bound=result.distillation_error_bound + extra)
 
-    def _loss(self, student_logits: Tensor, student_labels: Tensor, teacher_source: Tensor, teacher: AnswerSpans,
+    def _loss(self, student_logits: Tensor, student_labels: Tensor, teacher_source: Tensor, aligned: Alignment,
               teacher_tail: Tensor | None, top_k: int | None) -> ULDOutput:
-        """The loss from shifted student labels and the teacher's answer spans.
+        """The loss from shifted student labels and the compared pairs.
 
         ``teacher_source`` is the teacher's logits ``[B, Tt, Vt]`` (``teacher_tail=None``)
-        or its sorted heads ``[N, k]`` with their tail masses ``[N]``; ``teacher`` gives
-        each sample's answer start and size in it (rows of the flattened source).
+        or its sorted heads ``[N, k]`` with their tail masses ``[N]``; ``aligned`` indexes
+        it by (sample, teacher position), or for a head by its row.
         """
-        aligned = self._aligned(self.answer_spans(student_labels, self.skip_student_eos), teacher)
         if self.distillation_weight == 0:  # the term is zero: compare no rows (no sorts)
             empty = aligned.sample[:0]
-            aligned = _Alignment(empty, empty, empty, torch.zeros_like(aligned.per_sample))
+            aligned = Alignment(empty, empty, empty, torch.zeros_like(aligned.per_sample))
         answer = student_labels != self.ignore_index
         ce_sample, ce_position = answer.nonzero(as_tuple=True)
         teacher_rows = (aligned.teacher_position if teacher_tail is not None
@@ -283,6 +282,8 @@ class ULDLoss(nn.Module):
         teacher_labels: Tensor,
         student_is_encoder_decoder: bool = False,
         teacher_is_encoder_decoder: bool = False,
+        student_offsets: Tensor | None = None,
+        teacher_offsets: Tensor | None = None,
     ) -> list[list[tuple[int, int]]]:
         """Per sample, the ``(student logit position, teacher logit position)`` pairs compared.
 
@@ -292,10 +293,8 @@ class ULDLoss(nn.Module):
         ...     torch.tensor([[-100, -100, 7, 8, 2]]), torch.tensor([[-100, 4, 5, 6, -100]]))
         [[(1, 0), (2, 1)]]
         """
-        aligned = self._aligned(
-            self.answer_spans(self.predicted_labels(student_labels, student_is_encoder_decoder), self.skip_student_eos),
-            self.answer_spans(self.predicted_labels(teacher_labels, teacher_is_encoder_decoder), self.skip_teacher_eos),
-        )
+        aligned = self._alignment(student_labels, teacher_labels, student_is_encoder_decoder,
+                                  teacher_is_encoder_decoder, student_offsets, teacher_offsets)
         pairs: list[list[tuple[int, int]]] = [[] for _ in range(student_labels.shape[0])]
         for b, s, t in zip(aligned.sample.tolist(), aligned.student_position.tolist(), aligned.teacher_position.tolist()):
             pairs[b].append((s, t))
@@ -307,12 +306,33 @@ class ULDLoss(nn.Module):
         sizes = teacher.sizes.to(device=device, dtype=torch.long)
         return AnswerSpans(torch.cumsum(sizes, 0) - sizes, (sizes - int(self.skip_teacher_eos)).clamp_min(0))
 
-    @staticmethod
-    def _aligned(student: AnswerSpans, teacher: AnswerSpans) -> _Alignment:
-        """Aligned positions of two sides' answer spans, one entry per compared pair."""
-        per_sample = torch.minimum(student.size, teacher.size)
-        sample, offset = _aligned_positions(per_sample)
-        return _Alignment(sample, student.start[sample] + offset, teacher.start[sample] + offset, per_sample)
+    def _alignment(self, student_labels: Tensor, teacher_labels: Tensor, student_is_encoder_decoder: bool,
+                   teacher_is_encoder_decoder: bool, student_offsets: Tensor | None,
+                   teacher_offsets: Tensor | None) -> Alignment:
+        """The compared pairs, from unshifted labels (and offsets), by this loss's rule."""
+        shifted = {"student": self.predicted_labels(student_labels, student_is_encoder_decoder),
+                   "teacher": self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)}
+        student = self.answer_spans(shifted["student"], self.skip_student_eos)
+        teacher = self.answer_spans(shifted["teacher"], self.skip_teacher_eos)
+        if self.alignment_rule == "position":
+            if student_offsets is not None or teacher_offsets is not None:
+                raise ValueError("offsets are read only with alignment='offsets'; this loss aligns by position")
+            return positional_alignment(student, teacher)
+        spans = {}
+        for side, offsets, labels, is_encoder_decoder in (
+                ("student", student_offsets, student_labels, student_is_encoder_decoder),
+                ("teacher", teacher_offsets, teacher_labels, teacher_is_encoder_decoder)):
+            if not isinstance(offsets, Tensor) or offsets.shape != (*labels.shape, 2) or offsets.is_floating_point():
+                raise ValueError(f"alignment='offsets' needs {side}_offsets, an integer tensor "
+                                 f"{[*labels.shape, 2]} of (start, end) characters per label; got {_describe(offsets)}")
+            spans[side] = [self.predicted_labels(offsets[..., i].long(), is_encoder_decoder) for i in (0, 1)]
+        return offset_alignment(student, teacher, spans["student"][0], spans["teacher"][0], spans["student"][1],
+                                spans["teacher"][1])
+
+    def _refuse_offsets_for_a_cache(self) -> None:
+        if self.alignment_rule != "position":
+            raise ValueError("a cached teacher is aligned by position only: its cache keeps no character offsets "
+                             "(use the live teacher for alignment='offsets')")
 
     def predicted_labels(self, labels: Tensor, is_encoder_decoder: bool) -> Tensor:
         """Labels ``[B, T]`` re-indexed by the logit position that predicts them.
@@ -365,7 +385,8 @@ class TokenKLLoss(ULDLoss):
     """
 
     def forward(self, student_logits, teacher_logits, student_labels, teacher_labels,
-                student_is_encoder_decoder=False, teacher_is_encoder_decoder=False) -> ULDOutput:
+                student_is_encoder_decoder=False, teacher_is_encoder_decoder=False, student_offsets=None,
+                teacher_offsets=None) -> ULDOutput:
         _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
         if student_logits.shape[-1] != teacher_logits.shape[-1]:
             raise ValueError(
@@ -376,9 +397,8 @@ class TokenKLLoss(ULDLoss):
                                ignore_index=self.ignore_index)(
             student_logits, teacher_logits, student_labels, teacher_labels,
             student_is_encoder_decoder, teacher_is_encoder_decoder).crossentropy
-        aligned = self._aligned(
-            self.answer_spans(self.predicted_labels(student_labels, student_is_encoder_decoder), self.skip_student_eos),
-            self.answer_spans(self.predicted_labels(teacher_labels, teacher_is_encoder_decoder), self.skip_teacher_eos))
+        aligned = self._alignment(student_labels, teacher_labels, student_is_encoder_decoder,
+                                  teacher_is_encoder_decoder, student_offsets, teacher_offsets)
         dtype = compute_dtype(student_logits, teacher_logits)
         student_rows = _flat(student_logits)[_flat_rows(student_logits, aligned.sample, aligned.student_position)]
         teacher_rows = _flat(teacher_logits)[_flat_rows(teacher_logits, aligned.sample, aligned.teacher_position)]
@@ -421,9 +441,10 @@ class TokenKLLoss(ULDLoss):
         crossentropy = ULDLoss(distillation_weight=0.0, crossentropy_weight=self.crossentropy_weight,
                                ignore_index=self.ignore_index).from_sorted_teacher(
             student_logits, student_labels, teacher, student_is_encoder_decoder).crossentropy
+        self._refuse_offsets_for_a_cache()
         labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
-        aligned = self._aligned(self.answer_spans(labels, self.skip_student_eos),
-                                self._cached_teacher_spans(teacher, student_logits.device))
+        aligned = positional_alignment(self.answer_spans(labels, self.skip_student_eos),
+                                       self._cached_teacher_spans(teacher, student_logits.device))
         dtype = compute_dtype(student_logits, teacher.head)
         rows = aligned.teacher_position
         q = teacher.head.to(student_logits.device)[rows].to(dtype)
@@ -670,18 +691,6 @@ def _flat(logits: Tensor) -> Tensor:
 def _flat_rows(logits: Tensor, sample: Tensor, position: Tensor) -> Tensor:
     """Row indices into ``_flat(logits)`` for (sample, position) pairs."""
     return sample * logits.shape[1] + position
-
-
-def _aligned_positions(aligned: Tensor) -> tuple[Tensor, Tensor]:
-    """``aligned [B]`` sizes -> ``(sample [N], offset [N])`` for every aligned position.
-
-    >>> _aligned_positions(torch.tensor([2, 0, 3]))
-    (tensor([0, 0, 2, 2, 2]), tensor([0, 1, 0, 1, 2]))
-    """
-    sample = torch.repeat_interleave(torch.arange(aligned.numel(), device=aligned.device), aligned)
-    first = torch.cumsum(aligned, 0) - aligned
-    offset = torch.arange(sample.numel(), device=aligned.device) - first[sample]
-    return sample, offset
 
 
 def _mean_per_sample_then_batch(values: Tensor, sample: Tensor, aligned: Tensor) -> Tensor:

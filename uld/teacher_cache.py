@@ -83,8 +83,8 @@ class SortedTeacher(NamedTuple):
                              f"got {tuple(self.index.shape)}")
 
 
-def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
-                  ignore_index: int = -100) -> tuple[Tensor, Tensor]:
+def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *alongside: Tensor,
+                  ignore_index: int = -100) -> tuple[Tensor, ...]:
     """A frozen teacher's logits where the answers are, and the labels cut to match.
 
     A decoder's logits are computed only for the last positions of the batch from the one
@@ -92,7 +92,8 @@ def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tens
     a 768-token few-shot prompt is 805 MB of float32 logits per row, almost all of them on
     the prompt. Models whose forward takes no ``logits_to_keep`` (and encoder-decoders, whose
     labels are the decoder's own) get the full logits. Either way ``(logits [B, T', V],
-    labels [B, T'])`` pair as `sorted_answer_rows` and `uld.loss.ULDLoss` expect.
+    labels [B, T'])`` pair as `sorted_answer_rows` and `uld.loss.ULDLoss` expect; tensors
+    ``alongside`` the labels (``[B, T, ...]``, e.g. character offsets) come back cut the same way.
     """
     import inspect
 
@@ -100,10 +101,11 @@ def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tens
         "logits_to_keep" in inspect.signature(model.forward).parameters
     answer = (labels != ignore_index).any(0).nonzero()
     if not keeps or len(answer) == 0:
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits, labels
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits, labels, *alongside
     first = max(int(answer[0]) - 1, 0)  # position t predicts label t + 1
     kept = labels.shape[1] - first
-    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits, labels[:, first:]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits
+    return logits, labels[:, first:], *(tensor[:, first:] for tensor in alongside)
 
 
 def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperature: float = 1.0,

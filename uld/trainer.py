@@ -42,12 +42,15 @@ NEEDS_TEACHER_LOGITS = ("uld", "kl")
 
 def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_tokenizer=None,
                 student_is_encoder_decoder: bool = False, max_length: int = 512, max_target_length: int = 128,
-                shots: int = 0, shot_pool=None, seed: int = 0):
+                shots: int = 0, shot_pool=None, seed: int = 0, offsets: bool = False):
     """Tokenise rows for ``method``; returns ``(Dataset, report)``.
 
     ``sft`` targets the gold answer, the others the ``teacher_answer`` column; ``uld``
     and ``kl`` also tokenise the teacher side (``kl`` only with one shared tokenizer). Rows that cannot fit on either side are
-    counted in the report, never cut mid-answer.
+    counted in the report, never cut mid-answer. ``offsets=True`` (``uld``, ``kl``) adds
+    ``student_offsets`` and ``teacher_offsets``: per label, the ``(start, end)`` characters of
+    the answer text its token covers (`uld.alignment.token_spans`), for
+    ``ULDLoss(alignment="offsets")``.
     """
     from datasets import Dataset
 
@@ -55,6 +58,8 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
         raise ValueError(f"method {method!r} does not train; choose from sft, seqkd, {', '.join(NEEDS_TEACHER_LOGITS)}")
     if method in NEEDS_TEACHER_LOGITS and teacher_tokenizer is None:
         raise ValueError(f"the {method} method needs the teacher's tokenizer")
+    if offsets and (method not in NEEDS_TEACHER_LOGITS or student_is_encoder_decoder):
+        raise ValueError("character offsets pair a decoder student with the teacher: methods uld and kl only")
     if method == "kl" and student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         raise ValueError("the kl method needs one tokenizer shared by teacher and student; these differ "
                          "(that is what uld is for)")
@@ -83,8 +88,32 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
         example = {"example": len(examples), **{f"student_{k}": v for k, v in student.items() if k != "truncated"}}
         if teacher is not None:
             example.update({f"teacher_{k}": v for k, v in teacher.items() if k != "truncated"})
+        if offsets:
+            example["student_offsets"] = label_offsets(student_tokenizer, student["labels"], with_eos=True)
+            example["teacher_offsets"] = label_offsets(teacher_tokenizer, teacher["labels"], with_eos=False)
         examples.append(example)
     return Dataset.from_list(examples), report
+
+
+def label_offsets(tokenizer, labels: list[int], with_eos: bool, ignore_index: int = -100) -> list[list[int]]:
+    """``[start, end]`` characters of the answer text for every label (``[0, 0]`` off the
+    answer); the answer's last label is its EOS, the empty span at the end, when ``with_eos``.
+
+    >>> from uld.tokenizers import train_tokenizer
+    >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
+    >>> ids = tok(" the cat", add_special_tokens=False)["input_ids"]
+    >>> label_offsets(tok, [-100] + ids + [0], with_eos=True)
+    [[0, 0], [0, 4], [4, 8], [8, 8]]
+    """
+    from uld.alignment import token_spans
+
+    answer = [label for label in labels if label != ignore_index]
+    spans = token_spans(tokenizer, answer[:-1] if with_eos else answer)
+    if with_eos:
+        end = spans[-1][1] if spans else 0
+        spans.append((end, end))
+    spans = iter(spans)
+    return [[0, 0] if label == ignore_index else list(next(spans)) for label in labels]
 
 
 @dataclass
@@ -145,6 +174,7 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("example", None)
+        student_offsets = inputs.pop("offsets", None)
         teacher_inputs = {k[8:]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
         if not teacher_inputs:  # sft, seqkd, held-out gold answers: the model's own cross-entropy
             outputs = model(**inputs)
@@ -162,11 +192,15 @@ class DistillationTrainer(Trainer):
         else:
             device = next(self.teacher.parameters()).device
             with torch.no_grad():
-                teacher_logits, teacher_labels = answer_logits(
+                teacher_logits, teacher_labels, *teacher_offsets = answer_logits(
                     self.teacher, teacher_inputs["input_ids"].to(device), teacher_inputs["attention_mask"].to(device),
-                    teacher_inputs["labels"].to(device))
-            result = self.loss_fn(outputs.logits, teacher_logits.to(outputs.logits.device), inputs["labels"],
-                                  teacher_labels.to(outputs.logits.device), *self.encoder_decoder)
+                    teacher_inputs["labels"].to(device), *([teacher_inputs["offsets"].to(device)]
+                                                           if "offsets" in teacher_inputs else []))
+            here = outputs.logits.device
+            offsets = {"student_offsets": student_offsets.to(here), "teacher_offsets": teacher_offsets[0].to(here)} \
+                if student_offsets is not None else {}
+            result = self.loss_fn(outputs.logits, teacher_logits.to(here), inputs["labels"], teacher_labels.to(here),
+                                  *self.encoder_decoder, **offsets)
         self._components["crossentropy"].append(result.crossentropy.item())
         self._components["distillation"].append(result.distillation.item())
         self._log_entropy(outputs.logits, inputs["labels"])
