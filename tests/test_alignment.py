@@ -126,3 +126,77 @@ def test_real_tokenizers_pair_where_their_tokens_start_together(pair):
         by_position += sum(spans["student"][s] == spans["teacher"][t] for s, t in
                            zip(positional.student_position.tolist(), positional.teacher_position.tolist()))
     assert by_offsets >= by_position
+
+
+# ---------------------------------------------------------------- the hybrid loss
+
+from uld import TokenKLLoss  # noqa: E402
+from uld.alignment import SharedVocabulary, hybrid_distance, shared_vocabulary  # noqa: E402
+
+
+def everything_shared(vocab: int) -> SharedVocabulary:
+    return SharedVocabulary(torch.arange(vocab), torch.arange(vocab))
+
+
+def test_with_every_token_shared_and_no_unmatched_weight_the_hybrid_term_is_token_kl():
+    student, labels, _ = decoder_batch([[(0, 1), (1, 2), (2, 2)], [(0, 3), (3, 3)]], vocab=9, seed=7)
+    teacher = decoder_batch([[(0, 1), (1, 2), (2, 2)], [(0, 3), (3, 3)]], vocab=9, seed=8)[0]
+    settings = dict(distillation_weight=1.5, crossentropy_weight=1.0, skip_student_eos=True, student_temperature=2.0)
+    hybrid = ULDLoss(**settings, shared_vocabulary=everything_shared(9), unmatched_weight=0.0)
+    expected = TokenKLLoss(**settings)(student, teacher, labels, labels)
+    got = hybrid(student, teacher, labels, labels)
+    torch.testing.assert_close(got.distillation, expected.distillation, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.crossentropy, expected.crossentropy, atol=1e-6, rtol=0)
+
+
+def test_with_no_shared_token_the_hybrid_term_is_uld_and_gradients_match():
+    student, labels, _ = decoder_batch([VIOLINIST_STUDENT], vocab=6, seed=9)
+    teacher = decoder_batch([VIOLINIST_STUDENT], vocab=4, seed=10)[0]
+    none = SharedVocabulary(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    a, b = student.clone().requires_grad_(), student.clone().requires_grad_()
+    got = ULDLoss(shared_vocabulary=none, unmatched_weight=2.0)(a, teacher, labels, labels)
+    expected = ULDLoss(distillation_weight=2.0)(b, teacher, labels, labels)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-6, rtol=0)
+    got.loss.backward(), expected.loss.backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=0)
+
+
+def test_the_hybrid_parts_split_the_mass_and_see_identities():
+    p = torch.tensor([[0.5, 0.3, 0.2]])
+    q = torch.tensor([[0.2, 0.3, 0.5]])  # the same sorted profile: ULD sees nothing
+    assert hybrid_distance(p, q, SharedVocabulary(torch.zeros(0, dtype=torch.long),
+                                                  torch.zeros(0, dtype=torch.long))).item() == pytest.approx(0.0)
+    shared = everything_shared(3)
+    kl = (q * (q / p).log()).sum()
+    assert hybrid_distance(p, q, shared, unmatched_weight=0.0).item() == pytest.approx(kl.item())
+    assert hybrid_distance(p, p, shared).item() == pytest.approx(0.0, abs=1e-7)
+    partial = SharedVocabulary(torch.tensor([0]), torch.tensor([2]))  # token 0 of one side is token 2 of the other
+    assert hybrid_distance(p, q, partial).item() == pytest.approx(0.0, abs=1e-7)  # identical where shared and rest
+
+
+def test_the_hybrid_loss_refuses_what_it_cannot_compute():
+    student, labels, _ = decoder_batch([VIOLINIST_STUDENT], vocab=6)
+    with pytest.raises(ValueError, match="exact only"):
+        ULDLoss(shared_vocabulary=everything_shared(6), top_k=4)
+    with pytest.raises(ValueError, match="unmatched_weight must be a finite number >= 0"):
+        ULDLoss(unmatched_weight=-1.0)
+    with pytest.raises(ValueError, match="names teacher token id 7, but the teacher has 6 logits"):
+        ULDLoss(shared_vocabulary=SharedVocabulary(torch.tensor([0]), torch.tensor([7])))(
+            student, student, labels, labels)
+    from uld.teacher_cache import sorted_answer_rows
+
+    with pytest.raises(ValueError, match="the hybrid loss needs the live teacher"):
+        ULDLoss(shared_vocabulary=everything_shared(6)).from_sorted_teacher(
+            student, labels, sorted_answer_rows(student, labels, top_k=3))
+
+
+def test_the_shared_vocabulary_of_two_real_tokenizers_pairs_the_same_texts(pair):
+    from uld.tokenizers import token_texts
+
+    student_tok, teacher_tok = pair["student_tokenizer"], pair["teacher_tokenizer"]
+    shared = shared_vocabulary(student_tok, teacher_tok)
+    assert 0 < len(shared.student) < min(len(student_tok), len(teacher_tok))
+    assert token_texts(student_tok, shared.student.tolist()) == token_texts(teacher_tok, shared.teacher.tolist())
+    assert " the" in token_texts(student_tok, shared.student.tolist())
+    assert not set(shared.student.tolist()) & set(student_tok.all_special_ids)
+    assert shared_vocabulary(student_tok, teacher_tok) is shared  # computed once per pair

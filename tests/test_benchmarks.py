@@ -20,14 +20,14 @@ def test_loss_benchmark_writes_its_table_and_json(tmp_path):
         sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"),
         "--batch", "2", "--seq", "24", "--min-answer", "3", "--max-answer", "10",
         "--student-vocab", "300", "--teacher-vocab", "200", "--top-k", "16", "--repeats", "1",
-        "--variants", "uld_exact,uld_top_k,uld_offsets,published", "--out", str(out),
+        "--variants", "uld_exact,uld_top_k,uld_offsets,uld_hybrid,published", "--out", str(out),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "fwd+bwd s" in done.stdout and "published" in done.stdout
     report = json.loads(out.read_text())
     rows = {row["variant"]: row for row in report["rows"]}
-    assert set(rows) == {"uld_exact", "uld_top_k", "uld_offsets", "published"}
+    assert set(rows) == {"uld_exact", "uld_top_k", "uld_offsets", "uld_hybrid", "published"}
     assert rows["uld_offsets"]["loss"] != rows["uld_exact"]["loss"]  # other pairs: the positions that start together
     assert all(row["seconds"] > 0 for row in rows.values())
     # The loop shaped like the published code computes the same loss as ULDLoss.

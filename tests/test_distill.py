@@ -55,6 +55,9 @@ def test_a_finished_run_is_kept_unless_asked_and_a_redo_reuses_the_teacher_answe
     (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
     (dict(alignment="chars"), "alignment must be one of position, offsets, got 'chars'"),
     (dict(alignment="offsets", teacher_cache=True), "alignment offsets needs the live teacher"),
+    (dict(hybrid_loss=True, teacher_cache=True), "hybrid_loss applies to the uld method with the live teacher"),
+    (dict(hybrid_loss=True, method="kl"), "hybrid_loss applies to the uld method"),
+    (dict(matched_weight=-1.0), "matched_weight must be >= 0"),
 ])
 def test_bad_configs_are_value_errors(values, message):
     with pytest.raises(ValueError, match=message):
@@ -194,6 +197,14 @@ def test_uld_aligned_by_characters_trains_and_differs_from_positional(tmp_path):
     assert all(distillation.values()) and distillation["offsets"] != distillation["position"]
     assert runs["offsets"]["config"]["alignment"] == "offsets"
     assert "alignment" in unread_settings("seqkd") and "alignment" not in unread_settings("uld")
+
+
+def test_the_hybrid_loss_trains_across_tokenizers(tmp_path):
+    results = run_distillation(DistillConfig(method="uld", hybrid_loss=True, matched_weight=2.0, out=str(tmp_path),
+                                             **TINY), echo=lambda line: None, progress=False)
+    distillation = [e["distillation"] for e in results["log_history"] if "distillation" in e]
+    assert distillation and all(value > 0 for value in distillation)
+    assert results["config"]["hybrid_loss"] and "hybrid_loss" in unread_settings("sft")
 
 
 def test_a_learning_curve_is_logged_when_asked(tmp_path):

@@ -1,4 +1,5 @@
-"""Which teacher answer position each student answer position is compared with.
+"""Which teacher answer position each student answer position is compared with, and which
+tokens the two vocabularies share.
 
 Two rules, both over the answer *positions* of each side (the logit positions that predict
 an answer token, EOS included unless skipped):
@@ -33,7 +34,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["ALIGNMENTS", "AnswerSpans", "Alignment", "positional_alignment", "offset_alignment", "token_spans"]
+__all__ = ["ALIGNMENTS", "AnswerSpans", "Alignment", "positional_alignment", "offset_alignment", "token_spans",
+           "SharedVocabulary", "shared_vocabulary", "hybrid_distance"]
 
 ALIGNMENTS = ("position", "offsets")
 
@@ -127,3 +129,87 @@ def token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
         spans.append((start, start + len(piece)))
         start += len(piece)
     return spans
+
+
+# ---------------------------------------------------------------- shared tokens, the hybrid loss
+
+class SharedVocabulary(NamedTuple):
+    """Token id pairs whose pieces are the same text: ``student[i]`` and ``teacher[i]`` ``[S]``."""
+
+    student: Tensor
+    teacher: Tensor
+
+
+_SHARED: dict = {}
+
+
+def shared_vocabulary(student_tokenizer, teacher_tokenizer) -> SharedVocabulary:
+    """The id pairs of the two vocabularies whose tokens stand for the same text.
+
+    Texts are compared as `uld.tokenizers.token_texts` writes them (a leading-space marker
+    is a space, so GPT-2's ``Ġcat`` and SentencePiece's ``▁cat`` are one text). Special
+    tokens, empty pieces and byte fragments (the replacement character) are left out; where
+    one vocabulary writes a text with several ids, its lowest id is kept. Computed once per
+    pair of tokenizers (by name and size) in a process.
+
+    >>> from uld.tokenizers import train_tokenizer
+    >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
+    >>> shared = shared_vocabulary(tok, tok)
+    >>> bool((shared.student == shared.teacher).all()), len(shared.student) > 0
+    (True, True)
+    """
+    from uld.tokenizers import token_surfaces
+
+    key = tuple((t.name_or_path, len(t), type(t).__name__) for t in (student_tokenizer, teacher_tokenizer))
+    if key in _SHARED and key[0][0] and key[1][0]:
+        return _SHARED[key]
+
+    def texts(tokenizer):
+        special = set(tokenizer.all_special_ids)
+        first: dict[str, int] = {}
+        for token_id, text in token_surfaces(tokenizer).items():
+            if token_id not in special and text and "\ufffd" not in text:
+                first.setdefault(text, token_id)
+        return first
+
+    student, teacher = texts(student_tokenizer), texts(teacher_tokenizer)
+    common = sorted(set(student) & set(teacher), key=lambda text: student[text])
+    shared = SharedVocabulary(torch.tensor([student[t] for t in common], dtype=torch.long),
+                              torch.tensor([teacher[t] for t in common], dtype=torch.long))
+    _SHARED[key] = shared
+    return shared
+
+
+def hybrid_distance(p: Tensor, q: Tensor, shared: SharedVocabulary, matched_weight: float = 1.0,
+                    unmatched_weight: float = 1.0) -> Tensor:
+    """Identity-aware on the shared tokens, sorted on the rest: ``[N, Vs]``, ``[N, Vt]`` -> ``[N]``.
+
+    With ``P = p[shared.student]``, ``Q = q[shared.teacher]`` (the shared tokens, same order)
+    and ``p', q'`` the entries outside them:
+
+        matched   = sum_j  Q_j log(Q_j / P_j) - Q_j + P_j        (generalized KL(Q || P))
+        unmatched = sum_i | sort_desc(p')_i - sort_desc(q')_i |   (ULD on the rest, zero-padded)
+        distance  = matched_weight * matched + unmatched_weight * unmatched
+
+    Neither part is renormalised: together they cover each distribution's whole mass once,
+    and each is zero exactly when the two sides agree there. The generalized KL stays
+    non-negative on the partial masses; when every token is shared it is the token-level
+    ``KL(q || p)``, and with ``unmatched_weight=0`` the distance is `uld.loss.TokenKLLoss`'s
+    term. A row with no shared token is plain ULD (times ``unmatched_weight``).
+
+    >>> p, q = torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[0.6, 0.4]])
+    >>> shared = SharedVocabulary(torch.tensor([0]), torch.tensor([0]))   # token 0 is one text on both sides
+    >>> hybrid_distance(p, q, shared)   # 0.6 log(0.6/0.5) - 0.6 + 0.5 = 0.0094, then |0.3-0.4| + |0.2-0|
+    tensor([0.3094])
+    """
+    from uld.loss import uld_distance
+
+    dtype = torch.promote_types(torch.promote_types(p.dtype, q.dtype), torch.float32)
+    p, q = p.to(dtype), q.to(dtype)
+    s_ids, t_ids = shared.student.to(p.device), shared.teacher.to(q.device)
+    big_p, big_q = p[:, s_ids], q[:, t_ids]
+    matched = (torch.special.xlogy(big_q, big_q) - torch.special.xlogy(big_q, big_p) - big_q + big_p).sum(-1)
+    rest_p = p.index_fill(-1, s_ids, 0.0) if len(s_ids) else p  # zeroed shared entries sort to the end: no effect
+    rest_q = q.index_fill(-1, t_ids, 0.0) if len(t_ids) else q
+    unmatched = uld_distance(rest_p, rest_q)
+    return matched_weight * matched + unmatched_weight * unmatched

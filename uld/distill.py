@@ -25,7 +25,7 @@ _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
 
 
 _CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
-          "skip_teacher_eos", "alignment")
+          "skip_teacher_eos", "alignment", "hybrid_loss", "matched_weight", "unmatched_weight")
 _TRAINING = ("train_limit", "train_fraction", "epochs", "learning_rate", "weight_decay", "batch_size", "eval_steps")
 _UNREAD = {"raw": ("distillation_weight", "seed", "teacher", "teacher_shots", *_TRAINING, *_CACHE),
            "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
@@ -99,6 +99,9 @@ class DistillConfig:
     skip_teacher_eos: bool = False
     top_k: int | None = None
     alignment: str = "position"  # uld, kl: position (the paper's) or offsets (tokens starting at one character)
+    hybrid_loss: bool = False  # uld: generalized KL on the tokens both vocabularies share, sorted ULD on the rest
+    matched_weight: float = 1.0  # hybrid_loss: the weight of the shared tokens' part
+    unmatched_weight: float = 1.0  # hybrid_loss: the weight of the sorted part
     teacher_cache: bool = False  # uld, kl: train from the teacher's cached top-k answers, teacher unloaded
     teacher_cache_top_k: int = 256
     teacher_outputs: str | None = None  # folder for teacher answers and cache, shareable by runs; default: out
@@ -139,6 +142,9 @@ class DistillConfig:
 
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}")
+        if self.hybrid_loss and (self.method != "uld" or self.teacher_cache or self.top_k is not None):
+            raise ValueError("hybrid_loss applies to the uld method with the live teacher in the exact mode "
+                             "(teacher_cache: false, top_k: null)")
         if self.alignment == "offsets" and self.teacher_cache:
             raise ValueError("alignment offsets needs the live teacher (its cache keeps no character offsets): "
                              "set teacher_cache: false")
@@ -147,7 +153,7 @@ class DistillConfig:
                      "train_limit", "eval_limit"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("distillation_weight", "weight_decay"):
+        for name in ("distillation_weight", "weight_decay", "matched_weight", "unmatched_weight"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -243,10 +249,11 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
                                  seed=config.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
                                  **({"eval_strategy": "steps", "eval_steps": config.eval_steps} if evaluating else {}))
         loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(config.method)
-        loss_fn = loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
+        loss_fn = (loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
                              teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
                              skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k,
-                             alignment=config.alignment) if loss_class else None
+                             alignment=config.alignment, **_hybrid(config, student_tokenizer, teacher_tokenizer))
+                   if loss_class else None)
         held_out = monitored = None
         if evaluating:  # on the validation split where the task has one: the eval split stays unseen
             has_validation = spec.embedded or "validation" in spec.hub_splits
@@ -288,6 +295,16 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     write_atomically(run / "metrics.json", json.dumps(results, indent=2))
     echo(f"{config.method}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
     return results
+
+
+def _hybrid(config: DistillConfig, student_tokenizer, teacher_tokenizer) -> dict:
+    """The hybrid loss's settings for `ULDLoss`, the shared vocabulary computed here."""
+    if not config.hybrid_loss:
+        return {}
+    from uld.alignment import shared_vocabulary
+
+    return {"shared_vocabulary": shared_vocabulary(student_tokenizer, teacher_tokenizer),
+            "matched_weight": config.matched_weight, "unmatched_weight": config.unmatched_weight}
 
 
 class _LazyTeacher:

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from uld.alignment import ALIGNMENTS, Alignment, AnswerSpans, offset_alignment, positional_alignment
+from uld.alignment import (ALIGNMENTS, Alignment, AnswerSpans, SharedVocabulary, hybrid_distance, offset_alignment,
+                           positional_alignment)
 from uld.sorting import sort_descending
 
 if TYPE_CHECKING:
@@ -111,6 +112,10 @@ class ULDLoss(nn.Module):
         alignment: ``"position"`` (the paper's: the answers position by position, cut to
             the shorter) or ``"offsets"`` (positions whose tokens start at the same
             character of the answer; `uld.alignment` states the rule).
+        shared_vocabulary: the hybrid loss (`uld.alignment.shared_vocabulary` gives the id
+            pairs): on each compared position, ``matched_weight`` times a generalized KL on
+            the tokens both vocabularies share plus ``unmatched_weight`` times sorted ULD on
+            the rest (`uld.alignment.hybrid_distance`); exact mode and a live teacher only.
 
     Call: ``loss_fn(student_logits [B, Ts, Vs], teacher_logits [B, Tt, Vt],
     student_labels [B, Ts], teacher_labels [B, Tt], student_is_encoder_decoder=False,
@@ -151,6 +156,9 @@ class ULDLoss(nn.Module):
         ignore_index: int = -100,
         top_k: int | None = None,
         alignment: str = "position",
+        shared_vocabulary: SharedVocabulary | None = None,
+        matched_weight: float = 1.0,
+        unmatched_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if alignment not in ALIGNMENTS:
@@ -169,6 +177,11 @@ class ULDLoss(nn.Module):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+        for name, value in (("matched_weight", matched_weight), ("unmatched_weight", unmatched_weight)):
+            if not 0 <= float(value) < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if shared_vocabulary is not None and top_k is not None:
+            raise ValueError("the hybrid loss (shared_vocabulary) is exact only: leave top_k at None")
         self.distillation_weight = float(distillation_weight)
         self.crossentropy_weight = float(crossentropy_weight)
         self.student_temperature = float(student_temperature)
@@ -178,6 +191,8 @@ class ULDLoss(nn.Module):
         self.ignore_index = int(ignore_index)
         self.top_k = top_k
         self.alignment_rule = alignment
+        self.shared_vocabulary = shared_vocabulary
+        self.matched_weight, self.unmatched_weight = float(matched_weight), float(unmatched_weight)
 
     def extra_repr(self) -> str:
         return (
@@ -231,6 +246,8 @@ class ULDLoss(nn.Module):
             raise ValueError(f"student_logits must be a float tensor [batch, time, vocab], got {_describe(student_logits)}")
         teacher.check(student_logits.shape[0])
         self._refuse_offsets_for_a_cache()
+        if self.shared_vocabulary is not None:
+            raise ValueError("the hybrid loss needs the live teacher's logits: a cache keeps sorted heads only")
         student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
         spans = self._cached_teacher_spans(teacher, student_logits.device)
         aligned = positional_alignment(self.answer_spans(student_labels, self.skip_student_eos), spans)
@@ -270,11 +287,32 @@ class ULDLoss(nn.Module):
             teacher_tail=teacher_tail,
         )
         sample, per_sample = aligned.sample, aligned.per_sample
+        if self.shared_vocabulary is not None and teacher_tail is None and len(sample):
+            return self._hybrid(student_logits, teacher_source, plan, aligned)
         crossentropy, distances, bounds = _ULDRows.apply(student_logits, teacher_source, plan)
         crossentropy = self.crossentropy_weight * crossentropy
         distillation = self.distillation_weight * _mean_per_sample_then_batch(distances, sample, per_sample)
         bound = abs(self.distillation_weight) * _mean_per_sample_then_batch(bounds, sample, per_sample)
         return ULDOutput(crossentropy + distillation, crossentropy, distillation, bound)
+
+    def _hybrid(self, student_logits: Tensor, teacher_logits: Tensor, plan: _RowPlan, aligned: Alignment) -> ULDOutput:
+        """The hybrid loss: cross-entropy from the kernel, the distillation rows by autograd."""
+        shared = self.shared_vocabulary
+        for side, ids, logits in (("student", shared.student, student_logits), ("teacher", shared.teacher, teacher_logits)):
+            if len(ids) and int(ids.max()) >= logits.shape[-1]:
+                raise ValueError(f"the shared vocabulary names {side} token id {int(ids.max())}, but the {side} has "
+                                 f"{logits.shape[-1]} logits: it belongs to other tokenizers")
+        empty = plan.student_rows[:0]
+        crossentropy, _, _ = _ULDRows.apply(student_logits, teacher_logits,
+                                            plan._replace(student_rows=empty, teacher_rows=empty))
+        dtype = compute_dtype(student_logits, teacher_logits)
+        p = torch.softmax(_flat(student_logits)[plan.student_rows].to(dtype) / self.student_temperature, -1)
+        q = torch.softmax(_flat(teacher_logits)[plan.teacher_rows].to(dtype).detach() / self.teacher_temperature, -1)
+        distances = hybrid_distance(p, q, shared, self.matched_weight, self.unmatched_weight)
+        crossentropy = self.crossentropy_weight * crossentropy
+        distillation = self.distillation_weight * _mean_per_sample_then_batch(distances, aligned.sample,
+                                                                              aligned.per_sample)
+        return ULDOutput(crossentropy + distillation, crossentropy, distillation, torch.zeros_like(distillation))
 
     def alignment(
         self,
