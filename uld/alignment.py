@@ -106,16 +106,20 @@ def offset_alignment(student: AnswerSpans, teacher: AnswerSpans, student_starts:
         teacher_positions.append(t_at[shared_t])  # starts increase on both sides: the two lists pair in order
         counts.append(int(shared_s.sum()))
     device = student.start.device
-    empty = torch.zeros(0, dtype=torch.long, device=device)
-    return Alignment(torch.cat(samples) if samples else empty, torch.cat(student_positions) if samples else empty,
-                     torch.cat(teacher_positions) if samples else empty, torch.tensor(counts, dtype=torch.long,
-                                                                                      device=device))
+
+    def joined(parts: list[Tensor]) -> Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long, device=device)
+
+    return Alignment(joined(samples), joined(student_positions), joined(teacher_positions),
+                     torch.tensor(counts, dtype=torch.long, device=device))
 
 
 def token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
     """The ``(start, end)`` characters each of ``ids`` covers in the text they decode to,
     read from the tokens' own texts (`uld.tokenizers.token_texts`: a leading-space marker
-    is the space it stands for), so two tokenizers' spans of the same text compare.
+    is the space it stands for), so two tokenizers' spans of the same text compare. A byte
+    fragment of a multi-byte character counts as one replacement character, so text with such
+    characters can get spans of different lengths on the two sides, which the loss refuses.
 
     >>> from uld.tokenizers import train_tokenizer
     >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
