@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from uld.tokenizers import token_texts
+from uld.alignment import token_spans
 
 __all__ = ["answer_confidence", "own_answer_confidence", "final_entropy", "entropy", "mean_answer_entropy",
            "positions_alike", "character_spans", "summarise"]
@@ -134,11 +134,7 @@ def character_spans(tokenizer, text: str) -> list[tuple[int, int]]:
     >>> character_spans(tok, " the cat")
     [(0, 4), (4, 8)]
     """
-    spans, start = [], 0
-    for piece in token_texts(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"]):
-        spans.append((start, start + len(piece)))
-        start += len(piece)
-    return spans
+    return token_spans(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def positions_alike(teacher_tokenizer, student_tokenizer, answers: list[str]) -> float:

@@ -216,9 +216,10 @@ class ULDLoss(nn.Module):
         teacher_offsets: Tensor | None = None,
     ) -> ULDOutput:
         _check_batch(student_logits, teacher_logits, student_labels, teacher_labels)
+        student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
+        teacher_labels = self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)
         aligned = self._alignment(student_labels, teacher_labels, student_is_encoder_decoder,
                                   teacher_is_encoder_decoder, student_offsets, teacher_offsets)
-        student_labels = self.predicted_labels(student_labels, student_is_encoder_decoder)
         return self._loss(student_logits, student_labels, teacher_logits, aligned, teacher_tail=None, top_k=self.top_k)
 
     def from_sorted_teacher(
@@ -331,8 +332,10 @@ class ULDLoss(nn.Module):
         ...     torch.tensor([[-100, -100, 7, 8, 2]]), torch.tensor([[-100, 4, 5, 6, -100]]))
         [[(1, 0), (2, 1)]]
         """
-        aligned = self._alignment(student_labels, teacher_labels, student_is_encoder_decoder,
-                                  teacher_is_encoder_decoder, student_offsets, teacher_offsets)
+        aligned = self._alignment(self.predicted_labels(student_labels, student_is_encoder_decoder),
+                                  self.predicted_labels(teacher_labels, teacher_is_encoder_decoder),
+                                  student_is_encoder_decoder, teacher_is_encoder_decoder, student_offsets,
+                                  teacher_offsets)
         pairs: list[list[tuple[int, int]]] = [[] for _ in range(student_labels.shape[0])]
         for b, s, t in zip(aligned.sample.tolist(), aligned.student_position.tolist(), aligned.teacher_position.tolist()):
             pairs[b].append((s, t))
@@ -347,11 +350,10 @@ class ULDLoss(nn.Module):
     def _alignment(self, student_labels: Tensor, teacher_labels: Tensor, student_is_encoder_decoder: bool,
                    teacher_is_encoder_decoder: bool, student_offsets: Tensor | None,
                    teacher_offsets: Tensor | None) -> Alignment:
-        """The compared pairs, from unshifted labels (and offsets), by this loss's rule."""
-        shifted = {"student": self.predicted_labels(student_labels, student_is_encoder_decoder),
-                   "teacher": self.predicted_labels(teacher_labels, teacher_is_encoder_decoder)}
-        student = self.answer_spans(shifted["student"], self.skip_student_eos)
-        teacher = self.answer_spans(shifted["teacher"], self.skip_teacher_eos)
+        """The compared pairs, from shifted labels (`predicted_labels`) and unshifted offsets,
+        by this loss's rule."""
+        student = self.answer_spans(student_labels, self.skip_student_eos)
+        teacher = self.answer_spans(teacher_labels, self.skip_teacher_eos)
         if self.alignment_rule == "position":
             if student_offsets is not None or teacher_offsets is not None:
                 raise ValueError("offsets are read only with alignment='offsets'; this loss aligns by position")
@@ -435,8 +437,10 @@ class TokenKLLoss(ULDLoss):
                                ignore_index=self.ignore_index)(
             student_logits, teacher_logits, student_labels, teacher_labels,
             student_is_encoder_decoder, teacher_is_encoder_decoder).crossentropy
-        aligned = self._alignment(student_labels, teacher_labels, student_is_encoder_decoder,
-                                  teacher_is_encoder_decoder, student_offsets, teacher_offsets)
+        aligned = self._alignment(self.predicted_labels(student_labels, student_is_encoder_decoder),
+                                  self.predicted_labels(teacher_labels, teacher_is_encoder_decoder),
+                                  student_is_encoder_decoder, teacher_is_encoder_decoder, student_offsets,
+                                  teacher_offsets)
         dtype = compute_dtype(student_logits, teacher_logits)
         student_rows = _flat(student_logits)[_flat_rows(student_logits, aligned.sample, aligned.student_position)]
         teacher_rows = _flat(teacher_logits)[_flat_rows(teacher_logits, aligned.sample, aligned.teacher_position)]

@@ -151,12 +151,12 @@ def _with_preset(path, presets, chosen: str | None, base, axes):
     if chosen not in presets:
         asked = "needs --preset" if chosen is None else f"has no preset {chosen!r}"
         raise ValueError(f"{path} {asked}; choose from {', '.join(presets)}")
-    if not isinstance(base, dict) or not all(isinstance(a, dict) for a in (axes if isinstance(axes, list) else [axes])):
+    products = axes if isinstance(axes, list) else [axes]
+    if not isinstance(base, dict) or not all(isinstance(product, dict) for product in products):
         return base, axes  # the checks that follow name the malformed section
     settings = presets[chosen]
-    varied = {key for product in (axes if isinstance(axes, list) else [axes]) for key in product}
-    products = [{key: settings.get(key, values) for key, values in product.items()}
-                for product in (axes if isinstance(axes, list) else [axes])]
+    varied = {key for product in products for key in product}
+    products = [{key: settings.get(key, values) for key, values in product.items()} for product in products]
     base = {**base, **{key: value for key, value in settings.items() if key not in varied}}
     return base, products if isinstance(axes, list) else products[0]
 

@@ -31,6 +31,7 @@ built with ``token_ids=True`` the cache keeps those too (``6 k + 4`` bytes a tok
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -95,10 +96,7 @@ def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tens
     labels [B, T'])`` pair as `sorted_answer_rows` and `uld.loss.ULDLoss` expect; tensors
     ``alongside`` the labels (``[B, T, ...]``, e.g. character offsets) come back cut the same way.
     """
-    import inspect
-
-    keeps = not getattr(model.config, "is_encoder_decoder", False) and \
-        "logits_to_keep" in inspect.signature(model.forward).parameters
+    keeps = not getattr(model.config, "is_encoder_decoder", False) and _takes_logits_to_keep(type(model))
     answer = (labels != ignore_index).any(0).nonzero()
     if not keeps or len(answer) == 0:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits, labels, *alongside
@@ -106,6 +104,15 @@ def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tens
     kept = labels.shape[1] - first
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=kept).logits
     return logits, labels[:, first:], *(tensor[:, first:] for tensor in alongside)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_logits_to_keep(model_class) -> bool:
+    """Whether a model class's forward takes ``logits_to_keep`` (read once per class: the live
+    teacher asks at every training batch)."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperature: float = 1.0,
