@@ -4,8 +4,10 @@ Peers, on the same batch and settings (lambda 1.5, temperatures 1, student EOS s
   published  a loop shaped like the authors' training code: per-sample softmax written
              into full-length buffers, cut to the longest answer, a full sort of every
              kept row, vocabulary padding, per-sample L1 (written here, below);
-  trl        TRL's ULDLoss (trl.experimental.gold, positional mode), when `trl` is
-             installed: `pip install -r benchmarks/requirements.txt`.
+  trl        TRL's ULDLoss (trl.experimental.gold, positional mode, "bayesian" merge
+             strategy: the causal shift ours applies, so the same loss), when `trl` is
+             installed: `pip install -r benchmarks/requirements.txt`
+             (benchmarks/gold_side_by_side.py compares the values mode by mode).
 Ours: `uld.ULDLoss` exact, with `top_k=256` (its error is checked against the exact
 loss on the same batch and against the bound it reports), and exact with
 `alignment="offsets"` (answers cut at random character boundaries on each side, so it
@@ -199,7 +201,7 @@ def trl_loss():
         uld_crossentropy_weight=s["crossentropy_weight"], uld_distillation_weight=s["distillation_weight"],
         uld_student_temperature=s["student_temperature"], uld_teacher_temperature=s["teacher_temperature"],
         uld_skip_student_eos=s["skip_student_eos"], uld_skip_teacher_eos=s["skip_teacher_eos"],
-        use_extended_uld=False, uld_token_merge_strategy="observed", uld_use_hybrid_loss=False,
+        use_extended_uld=False, uld_token_merge_strategy="bayesian", uld_use_hybrid_loss=False,
     )
     loss = TRLULDLoss(config)
 

@@ -20,21 +20,50 @@ def test_loss_benchmark_writes_its_table_and_json(tmp_path):
         sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"),
         "--batch", "2", "--seq", "24", "--min-answer", "3", "--max-answer", "10",
         "--student-vocab", "300", "--teacher-vocab", "200", "--top-k", "16", "--repeats", "1",
-        "--variants", "uld_exact,uld_top_k,uld_offsets,uld_hybrid,published", "--out", str(out),
+        "--variants", "uld_exact,uld_top_k,uld_offsets,uld_hybrid,published,trl", "--out", str(out),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "fwd+bwd s" in done.stdout and "published" in done.stdout
     report = json.loads(out.read_text())
     rows = {row["variant"]: row for row in report["rows"]}
-    assert set(rows) == {"uld_exact", "uld_top_k", "uld_offsets", "uld_hybrid", "published"}
+    assert set(rows) == {"uld_exact", "uld_top_k", "uld_offsets", "uld_hybrid", "published", "trl"}
     assert rows["uld_offsets"]["loss"] != rows["uld_exact"]["loss"]  # other pairs: the positions that start together
     assert all(row["seconds"] > 0 for row in rows.values())
     # The loop shaped like the published code computes the same loss as ULDLoss.
     assert abs(rows["uld_exact"]["loss"] - rows["published"]["loss"]) <= 1e-5 * abs(rows["published"]["loss"])
+    assert abs(rows["uld_exact"]["loss"] - rows["trl"]["loss"]) <= 1e-5 * abs(rows["trl"]["loss"])  # TRL's GOLD
     top_k = rows["uld_top_k"]
     assert top_k["abs_error"] <= top_k["reported_bound"] + 1e-7
-    assert set(report["ratios"]) == {"uld_exact_vs_published", "uld_top_k_vs_published"}
+    assert set(report["ratios"]) == {f"{a}_vs_{b}" for a in ("uld_exact", "uld_top_k") for b in ("published", "trl")}
+
+
+def test_gold_side_by_side_agrees_where_the_semantics_agree_and_explains_the_rest(tmp_path):
+    out = tmp_path / "gold.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gold_side_by_side.py"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert all(row["holds"] for row in rows)
+    same = [row for row in rows if row["relation"] == "same"]
+    explained = [row for row in rows if row["relation"] == "explained"]
+    assert all(abs(row["ours"] - row["trl"]) <= 1e-5 for row in same)
+    assert all(abs(row["explained"] - row["trl"]) <= 1e-5 < 1e-4 < abs(row["ours"] - row["trl"]) for row in explained)
+    for mode in ("positional", "extended / offsets", "hybrid, beta=0"):  # each mode agrees somewhere, differs somewhere
+        assert {row["relation"] for row in rows if row["mode"] == mode} == {"same", "explained"}
+    counts = {(c["student"], c["teacher"]): c for c in report["shared_tokens"]}
+    assert counts[("gpt2", "llama")]["uld_texts"] > 2 * counts[("gpt2", "llama")]["gold_entries"]  # Ġ and ▁ differ
+    assert "all 9 rows hold" in done.stdout
+
+
+def test_gold_side_by_side_names_the_missing_peer():
+    script = ROOT / "benchmarks" / "gold_side_by_side.py"
+    hide_trl = ("import importlib.util as u, runpy, sys; find = u.find_spec; "
+                "u.find_spec = lambda name, *a: None if name == 'trl' else find(name, *a); "
+                f"sys.argv = ['x']; runpy.run_path({str(script)!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", hide_trl], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "trl is not installed: pip install -r benchmarks/requirements.txt" in done.stderr
 
 
 def test_loss_benchmark_rejects_bad_arguments():
