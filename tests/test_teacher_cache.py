@@ -68,11 +68,14 @@ def test_a_top_k_cache_stays_within_its_reported_bound(pair, pairs, tmp_path, to
     (live, cached), _ = live_and_cached(pair, pairs, cache, ULDLoss(1.5, skip_student_eos=True))
     gap = live.distillation.item() - cached.distillation.item()
     assert -1e-6 <= gap <= cached.distillation_error_bound.item() + 1e-6
-    # Against the live loss in the same top-k mode, only the storage rounding differs.
+    # Against the live loss in the same top-k mode, only the storage rounding differs. The cache
+    # keeps each tail as one mass: its bound is 2 min(P, Q) (plus the rounding), never tighter
+    # than the live loss's, which a histogram of both tails tightens (uld.tail_bound).
     (live_top_k, cached_again), _ = live_and_cached(pair, pairs, cache, ULDLoss(1.5, skip_student_eos=True, top_k=top_k))
-    rounding = cached_again.distillation_error_bound.item() - live_top_k.distillation_error_bound.item()
-    assert abs(live_top_k.distillation.item() - cached_again.distillation.item()) <= rounding + 1e-7
-    assert (rounding > 1e-5) == (dtype == "float16")
+    rounding = cache.rows(list(range(8))).rounding.max().item()
+    assert abs(live_top_k.distillation.item() - cached_again.distillation.item()) <= 1.5 * rounding + 1e-7
+    assert live_top_k.distillation_error_bound.item() < cached_again.distillation_error_bound.item()
+    assert (rounding > 1e-6) == (dtype == "float16")
 
 
 def test_token_kl_from_a_cache_with_token_ids_is_exact_on_the_whole_vocabulary_and_below_it_on_a_head(

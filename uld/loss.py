@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from uld.alignment import (ALIGNMENTS, Alignment, AnswerSpans, SharedVocabulary, hybrid_distance, offset_alignment,
                            positional_alignment)
 from uld.sorting import sort_descending
+from uld.tail_bound import refined_bound
 
 if TYPE_CHECKING:
     from uld.teacher_cache import SortedTeacher
@@ -524,23 +525,29 @@ def top_k_uld_distance(p: Tensor, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
         0 <= exact - approx <= P + Q - |P - Q| = 2 min(P, Q).
 
-    The bound is ``2 min(P, Q)``: zero when either side keeps all its mass in its top k
-    (in particular when k covers its vocabulary), small when either model is confident.
-    Tail masses are summed from the probabilities outside the top k, not taken as
+    ``2 min(P, Q)`` is zero when either side keeps all its mass in its top k (in particular
+    when k covers its vocabulary) and small when either model is confident. Where it
+    exceeds 1e-3, `uld.tail_bound` tightens it from a histogram of each tail (how the tail
+    mass is spread, not only how much there is); the reported bound is the smaller of the
+    two. Tail masses are summed from the probabilities outside the top k, not taken as
     ``1 - head``, so they keep their precision when tiny.
 
     >>> approx, bound = top_k_uld_distance(torch.full((4,), 0.25), torch.full((4,), 0.25), 1)
-    >>> approx, bound                   # exact is 0; the bound 2 * min(0.75, 0.75) covers it
-    (tensor(0.), tensor(1.5000))
+    >>> approx, bound        # exact is 0; 2 min(0.75, 0.75) = 1.5, the histogram says 3/32
+    (tensor(0.), tensor(0.0938))
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     _check_probability_tensor("p", p)
     _check_probability_tensor("q", q)
     dtype = compute_dtype(p, q)
-    p_head, p_tail, _ = _top_k_and_tail_mass(p.to(dtype), k)
-    q_head, q_tail, _ = _top_k_and_tail_mass(q.to(dtype), k)
-    return uld_distance(p_head, q_head) + (p_tail - q_tail).abs(), 2 * torch.minimum(p_tail, q_tail)
+    p, q = p.to(dtype), q.to(dtype)
+    p_head, p_tail, p_index = _top_k_and_tail_mass(p, k)
+    q_head, q_tail, q_index = _top_k_and_tail_mass(q, k)
+    rows = p_tail.shape
+    bound = refined_bound(*(x.reshape(-1, x.shape[-1]) for x in (p, q, p_head, q_head, p_index, q_index)),
+                          p_tail.reshape(-1), q_tail.reshape(-1))
+    return uld_distance(p_head, q_head) + (p_tail - q_tail).abs(), bound.reshape(rows)
 
 
 class _RowPlan(NamedTuple):
@@ -638,11 +645,12 @@ def _compare(p: Tensor, q: Tensor, top_k: int | None, needs_p_signs: bool, needs
         p_sorted, p_tail, p_order = _top_k_and_tail_mass(p, top_k)
         if q_sorted_tail is None:
             q_sorted, q_tail, q_order = _top_k_and_tail_mass(q, top_k)
-        else:
+            bounds = refined_bound(p, q, p_sorted, q_sorted, p_order, q_order, p_tail, q_tail)
+        else:  # a cached teacher's tail is only a mass: the simple bound
             q_sorted, q_tail = q[:, :top_k], q_sorted_tail + q[:, top_k:].sum(-1)
+            bounds = 2 * torch.minimum(p_tail, q_tail)
         head, p_sign, q_sign = _sorted_l1_with_signs(p_sorted, q_sorted)
         distances = head + (p_tail - q_tail).abs()
-        bounds = 2 * torch.minimum(p_tail, q_tail)
         p_tail_sign = (p_tail - q_tail).sign()
         q_tail_sign = -p_tail_sign
     p_signs = _unsorted_signs(p, p_sign, p_order, p_tail_sign) if needs_p_signs else None
