@@ -27,7 +27,7 @@ import torch
 
 from uld.alignment import token_spans
 
-__all__ = ["answer_confidence", "own_answer_confidence", "final_entropy", "entropy", "mean_answer_entropy",
+__all__ = ["pairings", "answer_confidence", "own_answer_confidence", "final_entropy", "entropy", "mean_answer_entropy",
            "positions_alike", "character_spans", "summarise"]
 
 
@@ -158,6 +158,33 @@ def positions_alike(teacher_tokenizer, student_tokenizer, answers: list[str]) ->
     if compared == 0:
         raise ValueError("the answers tokenise to nothing")
     return alike / compared
+
+
+def pairings(teacher_tokenizer, student_tokenizer, answer: str) -> dict:
+    """What each alignment rule pairs in one answer, read as ``" " + answer`` (as it is trained):
+
+    ``teacher``/``student``: the pieces; ``positional``: how many pairs the paper's rule
+    compares (the ``i``-th tokens, cut at the shorter answer) and ``positional_alike``: how
+    many of them cover the same characters; ``offsets``/``offsets_alike``: the same for
+    ``alignment="offsets"`` (tokens that start at the same character).
+
+    >>> from uld.tokenizers import train_tokenizer
+    >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
+    >>> found = pairings(tok, tok, "the cat")
+    >>> found["positional"], found["positional_alike"], found["offsets"], found["offsets_alike"]
+    (2, 2, 2, 2)
+    """
+    from uld.tokenizers import token_texts
+
+    pieces, spans = {}, {}
+    for side, tokenizer in (("teacher", teacher_tokenizer), ("student", student_tokenizer)):
+        pieces[side] = token_texts(tokenizer, tokenizer(" " + answer, add_special_tokens=False)["input_ids"])
+        spans[side] = character_spans(tokenizer, " " + answer)
+    positional = list(zip(spans["teacher"], spans["student"]))
+    teacher_at = {start: (start, end) for start, end in spans["teacher"]}
+    offsets = [(teacher_at[start], (start, end)) for start, end in spans["student"] if start in teacher_at]
+    return {**pieces, "positional": len(positional), "positional_alike": sum(a == b for a, b in positional),
+            "offsets": len(offsets), "offsets_alike": sum(a == b for a, b in offsets)}
 
 
 def summarise(values) -> dict:
