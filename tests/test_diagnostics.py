@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from uld.diagnostics import (answer_confidence, final_entropy, mean_answer_entropy, own_answer_confidence,
+from uld.diagnostics import (answer_confidence, pairings, final_entropy, mean_answer_entropy, own_answer_confidence,
                              positions_alike, summarise)
 from uld.distill import DistillConfig, run_distillation
 from uld.models import load_model, load_tokenizer
@@ -88,3 +88,18 @@ def test_own_answer_confidence_reads_back_the_answers_the_model_gives():
     tokens = sum(len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) for answer in answers if answer)
     assert measured["top1"]["count"] == measured["entropy"]["count"] == tokens
     assert 0 < measured["top1"]["mean"] <= 1 and 0 <= measured["tokens_above_0.9"] <= 1
+
+
+def test_pairings_show_what_each_rule_compares_around_a_number():
+    """GPT-2 writes " 132" as one token, Qwen2 as a space and three digits: from there on the
+    positional rule pairs other text; the offsets rule pairs the tokens that start together."""
+    from uld.tokenizers import load_real_tokenizer
+
+    gpt2, qwen2 = load_real_tokenizer("gpt2"), load_real_tokenizer("qwen2")
+    found = pairings(gpt2, qwen2, "buys 11 umbrellas")
+    assert found["teacher"] == [" buys", " 11", " umb", "rell", "as"]
+    assert found["student"] == [" buys", " ", "1", "1", " umb", "rellas"]
+    assert (found["positional"], found["positional_alike"]) == (5, 1)  # only " buys" faces itself
+    assert (found["offsets"], found["offsets_alike"]) == (4, 2)  # " buys", " umb"; " 11"/" " and "rell" differ
+    same = pairings(gpt2, gpt2, "buys 11 umbrellas")
+    assert same["positional"] == same["positional_alike"] == same["offsets"] == same["offsets_alike"] == 5

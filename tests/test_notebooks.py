@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def run_cli(*args, timeout=900):
 
 def test_the_sequence_is_there():
     assert [path.stem[:2] for path in NOTEBOOKS] == sorted(path.stem[:2] for path in NOTEBOOKS)
-    assert [path.stem[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
+    assert [path.stem[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -44,6 +45,26 @@ def test_committed_notebook_carries_cpu_outputs_and_no_errors(path):
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "a reader sees the plots"
     assert "papermill" not in notebook.metadata and all("papermill" not in c.metadata for c in notebook.cells)
+
+
+MACHINE_PATH = re.compile(r"(/work/|/home/|/tmp/|/root/|/Users/|[A-Z]:\\\\)")
+EMPTY_TABLE = re.compile(r"<tbody>\s*</tbody>")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_reads_clean(path):
+    """What a reader opening it sees: code lines of at most 100 characters, no machine's
+    paths and no empty tables in the outputs, and the current format (cell ids, kernel and
+    language metadata), so that JupyterLab does not rewrite it on opening."""
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.nbformat == 4 and notebook.nbformat_minor >= 5 and all("id" in cell for cell in notebook.cells)
+    assert {"kernelspec", "language_info"} <= set(notebook.metadata)
+    for cell in (cell for cell in notebook.cells if cell.cell_type == "code"):
+        assert not [line for line in cell.source.splitlines() if len(line) > 100], cell.source[:200]
+        for output in cell.outputs:
+            text = output.get("text", "") + "".join(v for v in output.get("data", {}).values() if isinstance(v, str))
+            assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text).group(0)
+            assert not EMPTY_TABLE.search(text)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -168,6 +189,30 @@ def test_09_has_no_paper_number_for_the_embedded_pair(ci_run):
     out, _ = ci_run
     metrics = metrics_of(ci_run, "09")
     assert metrics["paper"] is None and metrics["method"] == "uld" and 0 <= metrics["scores"]["f1"] <= 100
+
+
+def test_10_measures_what_uld_teaches_and_the_fixes(ci_run):
+    metrics = metrics_of(ci_run, "10")
+    language = metrics["language"]
+    assert set(language) == {"seqkd", "uld", "uld_alone", "hybrid", "kl"}
+    assert min(language, key=lambda m: language[m]["sorted_l1"]) == "uld_alone"  # the profile...
+    assert max(language, key=lambda m: language[m]["kl"]) == "uld_alone"  # ...and not the tokens
+    assert metrics["language_verdicts"]["hybrid-uld"]["verdict"] == "below"
+    example = metrics["number_example"]
+    assert example["positional_alike"] < example["offsets_alike"] <= example["offsets"]
+    for row in metrics["numbers"].values():
+        assert 0 <= row["positional pairs alike"] <= 1 and 0 <= row["offsets pairs alike"] <= 1
+    assert metrics["fix_diagnostics"]["shared tokens"] > 0
+    assert set(metrics["fix_scores"]) == {"seqkd", "uld", "uld + offsets", "uld + hybrid", "uld + offsets + hybrid"}
+    assert {v["verdict"] for v in metrics["fix_verdicts"].values()} <= {"above", "below", "inconclusive"}
+
+
+def test_the_fixes_grid_runs_through_the_cli_with_its_ci_preset(ci_run):
+    out, _ = ci_run
+    runs = out / "10_where_uld_fails" / "runs"
+    done = run_cli("replicate", "--grid", "configs/grids/fixes.yaml", "--preset", "ci", "--out", str(runs))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "0 run, 5 already finished, 0 failed" in done.stdout
 
 
 def test_unknown_preset_and_empty_selection_exit_2_with_one_line(tmp_path):

@@ -166,7 +166,8 @@ def pairings(teacher_tokenizer, student_tokenizer, answer: str) -> dict:
     ``teacher``/``student``: the pieces; ``positional``: how many pairs the paper's rule
     compares (the ``i``-th tokens, cut at the shorter answer) and ``positional_alike``: how
     many of them cover the same characters; ``offsets``/``offsets_alike``: the same for
-    ``alignment="offsets"`` (tokens that start at the same character).
+    ``alignment="offsets"`` (tokens that start at the same character);
+    ``positional_pairs``/``offsets_pairs``: those pairs as ``(teacher piece, student piece)``.
 
     >>> from uld.tokenizers import train_tokenizer
     >>> tok = train_tokenizer(["the cat sat on the mat"] * 50, kind="bpe", vocab_size=300)
@@ -183,8 +184,11 @@ def pairings(teacher_tokenizer, student_tokenizer, answer: str) -> dict:
     positional = list(zip(spans["teacher"], spans["student"]))
     teacher_at = {start: (start, end) for start, end in spans["teacher"]}
     offsets = [(teacher_at[start], (start, end)) for start, end in spans["student"] if start in teacher_at]
+    text = " " + answer
     return {**pieces, "positional": len(positional), "positional_alike": sum(a == b for a, b in positional),
-            "offsets": len(offsets), "offsets_alike": sum(a == b for a, b in offsets)}
+            "offsets": len(offsets), "offsets_alike": sum(a == b for a, b in offsets),
+            "positional_pairs": [(text[a[0]:a[1]], text[b[0]:b[1]]) for a, b in positional],
+            "offsets_pairs": [(text[a[0]:a[1]], text[b[0]:b[1]]) for a, b in offsets]}
 
 
 def summarise(values) -> dict:
