@@ -116,3 +116,13 @@ def test_the_loss_reports_the_tightened_bound_live_and_it_still_covers_its_error
     q = teacher[:, 1:7].softmax(-1).reshape(-1, 2_000)
     simple = 1.5 * simple_bound(p, q, 32).mean().item()
     assert 0 <= error <= approx.distillation_error_bound.item() <= simple / 3
+
+
+def test_rows_broadcast_as_in_uld_distance():
+    g = torch.Generator().manual_seed(4)
+    p, q = zipf(5, 400, 1.0, g), zipf(1, 300, 1.1, g)[0]  # five student rows against one teacher row
+    approx, bound = top_k_uld_distance(p, q, 8)
+    each = [top_k_uld_distance(row, q, 8) for row in p]
+    torch.testing.assert_close(approx, torch.stack([a for a, _ in each]))
+    torch.testing.assert_close(bound, torch.stack([b for _, b in each]))
+    assert ((uld_distance(p, q) - approx) <= bound + 1e-12).all()

@@ -541,10 +541,10 @@ def top_k_uld_distance(p: Tensor, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
     _check_probability_tensor("p", p)
     _check_probability_tensor("q", q)
     dtype = compute_dtype(p, q)
-    p, q = p.to(dtype), q.to(dtype)
+    rows = torch.broadcast_shapes(p.shape[:-1], q.shape[:-1])  # rows pair up as uld_distance's do
+    p, q = p.to(dtype).expand(*rows, p.shape[-1]), q.to(dtype).expand(*rows, q.shape[-1])
     p_head, p_tail, p_index = _top_k_and_tail_mass(p, k)
     q_head, q_tail, q_index = _top_k_and_tail_mass(q, k)
-    rows = p_tail.shape
     bound = refined_bound(*(x.reshape(-1, x.shape[-1]) for x in (p, q, p_head, q_head, p_index, q_index)),
                           p_tail.reshape(-1), q_tail.reshape(-1))
     return uld_distance(p_head, q_head) + (p_tail - q_tail).abs(), bound.reshape(rows)
