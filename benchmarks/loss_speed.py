@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -193,17 +192,9 @@ def _softmax_into_full_buffers(logits, index, size, temperature):
 
 
 def trl_loss():
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.gold.gold_trainer import ULDLoss as TRLULDLoss
+    from gold_side_by_side import gold_loss  # benchmarks/, on the path when run as a script
 
-    s = SETTINGS
-    config = SimpleNamespace(
-        uld_crossentropy_weight=s["crossentropy_weight"], uld_distillation_weight=s["distillation_weight"],
-        uld_student_temperature=s["student_temperature"], uld_teacher_temperature=s["teacher_temperature"],
-        uld_skip_student_eos=s["skip_student_eos"], uld_skip_teacher_eos=s["skip_teacher_eos"],
-        use_extended_uld=False, uld_token_merge_strategy="bayesian", uld_use_hybrid_loss=False,
-    )
-    loss = TRLULDLoss(config)
+    loss = gold_loss(SETTINGS)
 
     def call(student_logits, teacher_logits, student_labels, teacher_labels):
         return loss(student_logits, teacher_logits, student_labels, teacher_labels,
