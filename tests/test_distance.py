@@ -15,6 +15,8 @@ from uld.ot import (
     emd_on_values,
     min_over_bijections,
     min_total_variation_over_bijections,
+    best_bijection_l1,
+    best_bijection_total_variation,
     pad_to_common_size,
     total_variation_identity,
     w1_from_cdfs,
@@ -64,6 +66,25 @@ def test_closed_form_equals_best_bijection_by_brute_force(seed, size_p, size_q):
     closed = uld_distance(as_tensor(p), as_tensor(q)).item()
     assert abs(closed - min_over_bijections(p, q)) <= 1e-12
     assert abs(closed / 2 - min_total_variation_over_bijections(p, q)) <= 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 7), st.integers(1, 7), st.sampled_from(VECTOR_KINDS))
+def test_assignment_solvers_agree_with_brute_force(seed, size_p, size_q, kind):
+    rng = np.random.default_rng(seed)
+    p, q = random_distribution(rng, size_p, kind), random_distribution(rng, size_q, "dirichlet")
+    assert abs(best_bijection_l1(p, q) - min_over_bijections(p, q)) <= 1e-12
+    assert abs(best_bijection_total_variation(p, q) - min_total_variation_over_bijections(p, q)) <= 1e-12
+
+
+@pytest.mark.parametrize("kind", VECTOR_KINDS)
+def test_closed_form_equals_the_best_bijection_at_real_sizes(kind):
+    rng = np.random.default_rng(7)
+    p, q = random_distribution(rng, 600, kind), random_distribution(rng, 550, "peaked")
+    closed = uld_distance(as_tensor(p), as_tensor(q)).item()
+    assert abs(closed - best_bijection_l1(p, q)) <= 1e-12
+    assert abs(closed / 2 - best_bijection_total_variation(p, q)) <= 1e-12
+    assert best_bijection_total_variation(p, q) <= total_variation_identity(p, q) + 1e-12
 
 
 @settings(max_examples=200, deadline=None)
@@ -160,6 +181,12 @@ def test_bad_input_is_a_value_error(p, q, message):
 def test_references_reject_bad_input():
     with pytest.raises(ValueError, match="bijections is too slow"):
         min_over_bijections(np.full(9, 1 / 9), np.full(9, 1 / 9))
+    with pytest.raises(ValueError, match="bijections is too slow"):
+        min_total_variation_over_bijections(np.full(9, 1 / 9), np.full(9, 1 / 9))
+    with pytest.raises(ValueError, match="same mass"):
+        best_bijection_total_variation([0.5, 0.5], [0.5, 0.2])
+    with pytest.raises(ValueError, match="non-finite"):
+        best_bijection_l1([np.nan, 1.0], [1.0])
     with pytest.raises(ValueError, match="same mass"):
         total_variation_identity([0.5, 0.5], [0.5, 0.2])
     with pytest.raises(ValueError, match="negative"):

@@ -120,8 +120,10 @@ def test_03_closed_form_matches_pot(ci_run):
     metrics = metrics_of(ci_run, "03")
     assert metrics["n_pairs"] >= 1000 and metrics["n_unequal_size_pairs"] > 900
     assert metrics["pot_max_abs_error"] < 1e-12
-    assert metrics["brute_force_max_abs_error"] < 1e-12
+    assert metrics["brute_force_max_abs_error"] < 1e-12 and metrics["by_hand_max_abs_error"] < 1e-12
+    assert metrics["bijection_lp_max_abs_error"] < 1e-12 and metrics["bijection_lp_max_size"] >= 500
     assert metrics["closed_form_slope"] < 1.5 < metrics["emd_slope"]
+    assert metrics["wasserstein_1d_slope"] < 1.5 and metrics["wasserstein_1d_max_abs_error"] < 1e-9
 
 
 def test_04_sequence_facts_hold(ci_run):
