@@ -257,7 +257,8 @@ def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
     (folder / "params" / "cpu.yaml").write_text("all: {}\n")
     metrics = "import json, pathlib; pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True); " \
               "pathlib.Path(output_dir, 'metrics.json').write_text('{}'); print('hello')"
-    write_notebook(folder / "01_one.ipynb", metrics)
+    sliders = "import ipywidgets as w; w.interact(lambda n: print(n * 'x'), n=w.IntSlider(3, description='n'))"
+    write_notebook(folder / "01_one.ipynb", metrics, sliders)
 
     def refresh():
         done = run_cli("notebooks", "--preset", "cpu", "--out", str(tmp_path / "out"), "--in-place",
@@ -268,5 +269,12 @@ def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
     first = refresh()
     assert refresh() == first, "re-running without changes gives no diff"
     notebook = nbformat.read(folder / "01_one.ipynb", as_version=4)
-    assert notebook.cells[-1].outputs[0]["text"] == "hello\n"
+    assert notebook.cells[-2].outputs[0]["text"] == "hello\n"
     assert "papermill" not in notebook.metadata and str(tmp_path) not in first
+    # the sliders and their output are saved, under ids that do not change from run to run
+    view = notebook.cells[-1].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]
+    state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert view["model_id"] == "0" * 32 and view["model_id"] in state
+    assert {model["model_name"] for model in state.values()} >= {"VBoxModel", "IntSliderModel", "OutputModel"}
+    output = next(model for model in state.values() if model["model_name"] == "OutputModel")
+    assert output["state"]["outputs"][0]["text"] == "xxx\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # Per-cell and per-notebook metadata that changes on every run; dropped from committed notebooks.
 _VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime")
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 class UsageError(ValueError):
@@ -150,7 +152,7 @@ def normalise(notebook, preset: str):
     """Drop what changes from run to run (timings, dates, paths, widget ids) from a notebook."""
     notebook = copy.deepcopy(notebook)
     notebook.metadata.pop("papermill", None)
-    notebook.metadata.pop("widgets", None)
+    _stable_widget_ids(notebook)
     notebook.metadata.get("language_info", {}).pop("version", None)
     for cell in notebook.cells:
         for key in _VOLATILE_CELL_METADATA:
@@ -159,10 +161,37 @@ def normalise(notebook, preset: str):
             lines = [line for line in cell.source.splitlines() if not line.startswith("output_dir")]
             cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines[1:])
             cell.id = "injected-parameters"  # papermill draws a new random id on every run
-        # A live widget needs its kernel; what a reader without one sees is the static rendition.
-        if "outputs" in cell:
-            cell.outputs = [o for o in cell.outputs if _WIDGET_VIEW not in o.get("data", {})]
     return notebook
+
+
+def _stable_widget_ids(notebook) -> None:
+    """Keep the saved widgets (sliders and their output show without a kernel), renamed.
+
+    nbclient saves each widget model under a random id; renaming them ``0...0``, ``0...1``
+    in the order they are reached from the cells' widget views makes two runs of the same
+    notebook write the same file. Models no view reaches are dropped.
+    """
+    views = [output["data"][_WIDGET_VIEW] for cell in notebook.cells for output in cell.get("outputs", [])
+             if _WIDGET_VIEW in output.get("data", {})]
+    state = notebook.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    order, queue = [], [view["model_id"] for view in views]
+    while queue:
+        model = queue.pop(0)
+        if model in state and model not in order:
+            order.append(model)
+            queue += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model], sort_keys=True))
+    renamed = {model: f"{index:032x}" for index, model in enumerate(order)}
+    if not renamed:
+        notebook.metadata.pop("widgets", None)
+        for cell in notebook.cells:
+            if "outputs" in cell:
+                cell.outputs = [o for o in cell.outputs if _WIDGET_VIEW not in o.get("data", {})]
+        return
+    text = json.dumps({model: state[model] for model in order})
+    text = re.sub(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", lambda match: renamed.get(match.group(0), match.group(0)), text)
+    notebook.metadata["widgets"][_WIDGET_STATE]["state"] = json.loads(text)
+    for view in views:
+        view["model_id"] = renamed.get(view["model_id"], view["model_id"])
 
 
 def _write_summary(path: Path, preset: str, results: list[NotebookResult]) -> None:
