@@ -185,6 +185,8 @@ def test_08_ablations(ci_run):
     assert settings == [("lambda", "1.5"), ("data fraction", "0.5"), ("data fraction", "1"),
                         ("student", "default-student-small"), ("student", "default-student"),
                         ("temperature", "2"), ("top-k", "4")]
+    assert metrics["paper_dataset"] == "squad" and metrics["paper_rows"] == 22  # the paper's rows beside ours
+    assert metrics["paper_uld_above_seqkd"] == "11/11" and sum(metrics["our_student_and_data_verdicts"].values()) == 4
 
 
 def test_09_has_no_paper_number_for_the_embedded_pair(ci_run):
@@ -258,7 +260,8 @@ def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
     metrics = "import json, pathlib; pathlib.Path(output_dir).mkdir(parents=True, exist_ok=True); " \
               "pathlib.Path(output_dir, 'metrics.json').write_text('{}'); print('hello')"
     sliders = "import ipywidgets as w; w.interact(lambda n: print(n * 'x'), n=w.IntSlider(3, description='n'))"
-    write_notebook(folder / "01_one.ipynb", metrics, sliders)
+    noise = "from tqdm.auto import tqdm; import pandas as pd; list(tqdm(range(3))); pd.DataFrame({'a': [1]}).style"
+    write_notebook(folder / "01_one.ipynb", metrics, noise, sliders)
 
     def refresh():
         done = run_cli("notebooks", "--preset", "cpu", "--out", str(tmp_path / "out"), "--in-place",
@@ -269,12 +272,16 @@ def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
     first = refresh()
     assert refresh() == first, "re-running without changes gives no diff"
     notebook = nbformat.read(folder / "01_one.ipynb", as_version=4)
-    assert notebook.cells[-2].outputs[0]["text"] == "hello\n"
+    assert notebook.cells[-3].outputs[0]["text"] == "hello\n"
+    # no progress bar, no object address: "<pandas.io.formats.style.Styler>" with its HTML
+    assert [output["data"]["text/plain"] for output in notebook.cells[-2].outputs
+            if "text/plain" in output.get("data", {})] == ["<pandas.io.formats.style.Styler>"]
     assert "papermill" not in notebook.metadata and str(tmp_path) not in first
     # the sliders and their output are saved, under ids that do not change from run to run
     view = notebook.cells[-1].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert view["model_id"] == "0" * 32 and view["model_id"] in state
     assert {model["model_name"] for model in state.values()} >= {"VBoxModel", "IntSliderModel", "OutputModel"}
+    assert not any(model["model_name"].endswith("ProgressModel") for model in state.values())
     output = next(model for model in state.values() if model["model_name"] == "OutputModel")
     assert output["state"]["outputs"][0]["text"] == "xxx\n"

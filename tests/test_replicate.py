@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uld.replicate import load_grid, paper_number, run_grid, summarise
+from uld.replicate import load_grid, paper_number, paper_rows, run_grid, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(task="extractive_qa", teacher="default-teacher", teacher_shots=0, train_limit=8, eval_limit=4, epochs=1,
@@ -125,6 +125,17 @@ def test_summary_keeps_apart_settings_its_columns_do_not_show():
             for t, score in ((2.0, 10.0), (4.0, 20.0)) for seed in (0, 1)]
     lines = summarise(rows).splitlines()[2:]
     assert len(lines) == 2 and "| 10.00 ± 0.00 | 2 |" in lines[0] and "kl-ts4.0-tt4.0-seed*" in lines[1]
+
+
+def test_paper_rows_stand_in_for_an_embedded_task():
+    rows = paper_rows("extractive_qa")
+    assert rows == paper_rows("squad") and len(rows) == 22  # 8 student-teacher pairs and 3 fractions, two methods
+    assert {row["method"] for row in rows} == {"seqkd", "uld"} and {row["fraction"] for row in rows} == {0.25, 0.5, 0.75, 1.0}
+    pythia = [row for row in rows if row["student"] == "pythia-410m-deduped" and row["teacher"] == "Llama-2-7b-chat-hf"]
+    assert {(row["method"], row["fraction"]): row["score"] for row in pythia}[("uld", 1.0)] == 74.14
+    assert all(row["score"] > 0 for row in paper_rows("dialogue_summary"))  # rougeLsum there
+    with pytest.raises(ValueError, match="no results for task 'gsm8k'"):
+        paper_rows("gsm8k")
 
 
 def test_paper_numbers_are_looked_up_by_setting():

@@ -46,7 +46,8 @@ from uld.distill import DistillConfig, finished_metrics, unread_settings
 from uld.locks import one_writer
 from uld.trainer import NEEDS_TEACHER_ANSWERS
 
-__all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "RESULT_COLUMNS"]
+__all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "paper_rows", "PAPER_STAND_INS",
+           "RESULT_COLUMNS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNERS = ("distill", "notebook")
@@ -412,6 +413,42 @@ def _setting_key(config: DistillConfig, method: str) -> str:
 _PAPER_DATASETS = {"squad": "squad", "qed": "qed", "fairytaleqa": "FairytaleQA", "pubmedqa": "pubmed_qa",
                    "dialogsum": "dialogsum"}
 _PAPER_METRICS = {"f1": "f1", "rougeLsum": "rougeLsum", "bertscore": "f1_bert"}
+
+
+# The paper's dataset each embedded task stands in for, where notebooks set the two side by side.
+PAPER_STAND_INS = {"extractive_qa": "squad", "generative_qa": "fairytaleqa", "dialogue_summary": "dialogsum"}
+
+
+def paper_rows(task: str) -> list[dict]:
+    """The paper's distillation results on ``task``'s dataset (an embedded task: the paper
+    dataset it stands in for, `PAPER_STAND_INS`), one row per student, teacher and run.
+
+    Each row: ``student``, ``teacher``, ``method`` (seqkd for lambda 0, uld for 1.5),
+    ``fraction`` of the training data, and ``score`` in the dataset's metric (the paper's
+    F1 for SQuAD, for instance); raw few-shot rows are left out.
+
+    >>> rows = paper_rows("extractive_qa")
+    >>> next(r for r in rows if r["student"] == "pythia-410m-deduped" and r["fraction"] == 0.25
+    ...      and r["method"] == "uld")["score"]
+    69.47
+    """
+    from uld.data import TASKS
+
+    dataset = PAPER_STAND_INS.get(task, task)
+    if dataset not in _PAPER_DATASETS:
+        raise ValueError(f"the paper has no results for task {task!r}; it has {sorted(_PAPER_DATASETS)} "
+                         f"and the embedded tasks that stand in for them, {sorted(PAPER_STAND_INS)}")
+    metric = _PAPER_METRICS[TASKS[dataset].metric]
+    rows = []
+    with open(ROOT / "data" / "paper_results.csv", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            weight, _, fraction = row["run"].removeprefix("d").partition("_")
+            if row["dataset"] != _PAPER_DATASETS[dataset] or not row["run"].startswith("d") or not row[metric]:
+                continue
+            rows.append({"student": row["student"], "teacher": row["teacher_or_setting"],
+                         "method": "seqkd" if float(weight) == 0 else "uld", "fraction": float(fraction or 1.0),
+                         "score": float(row[metric])})
+    return rows
 
 
 def paper_number(task: str, teacher: str, student: str, method: str, weight: float, fraction: float) -> float | None:

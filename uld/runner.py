@@ -149,7 +149,8 @@ def refresh_committed(executed: Path, committed: Path, preset: str) -> None:
 
 
 def normalise(notebook, preset: str):
-    """Drop what changes from run to run (timings, dates, paths, widget ids) from a notebook."""
+    """Drop what changes from run to run from a notebook: timings, dates, paths, object
+    addresses in text outputs, progress bars; widget ids are made stable."""
     notebook = copy.deepcopy(notebook)
     notebook.metadata.pop("papermill", None)
     _stable_widget_ids(notebook)
@@ -157,6 +158,13 @@ def normalise(notebook, preset: str):
     for cell in notebook.cells:
         for key in _VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
+        for number, output in enumerate(cell.get("outputs", [])):
+            data = output.get("data", {})
+            if isinstance(data.get("text/plain"), str):  # "<pandas...Styler at 0x7f...>": new every run
+                data["text/plain"] = re.sub(r" at 0x[0-9a-f]+>", ">", data["text/plain"])
+            if isinstance(data.get("text/html"), str):  # a Styler's random table id: T_6a8f1
+                for index, table in enumerate(dict.fromkeys(re.findall(r'id="T_([0-9a-f]+)"', data["text/html"]))):
+                    data["text/html"] = data["text/html"].replace(f"T_{table}", f"T_output{number}_{index}")
         if "injected-parameters" in cell.metadata.get("tags", []):
             lines = [line for line in cell.source.splitlines() if not line.startswith("output_dir")]
             cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines[1:])
@@ -171,21 +179,31 @@ def _stable_widget_ids(notebook) -> None:
     in the order they are reached from the cells' widget views makes two runs of the same
     notebook write the same file. Models no view reaches are dropped.
     """
+    state = notebook.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+
+    def reached(model: str) -> list[str]:
+        order, queue = [], [model]
+        while queue:
+            model = queue.pop(0)
+            if model in state and model not in order:
+                order.append(model)
+                queue += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model], sort_keys=True))
+        return order
+
+    def kept(output) -> bool:  # progress bars (tqdm's) are the run's noise, not the notebook's content
+        view = output.get("data", {}).get(_WIDGET_VIEW)
+        models = reached(view["model_id"]) if view else []
+        return not view or bool(models) and not any(state[m]["model_name"].endswith("ProgressModel") for m in models)
+
+    for cell in notebook.cells:
+        if "outputs" in cell:
+            cell.outputs = [output for output in cell.outputs if kept(output)]
     views = [output["data"][_WIDGET_VIEW] for cell in notebook.cells for output in cell.get("outputs", [])
              if _WIDGET_VIEW in output.get("data", {})]
-    state = notebook.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
-    order, queue = [], [view["model_id"] for view in views]
-    while queue:
-        model = queue.pop(0)
-        if model in state and model not in order:
-            order.append(model)
-            queue += re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(state[model], sort_keys=True))
+    order = list(dict.fromkeys(model for view in views for model in reached(view["model_id"])))
     renamed = {model: f"{index:032x}" for index, model in enumerate(order)}
     if not renamed:
         notebook.metadata.pop("widgets", None)
-        for cell in notebook.cells:
-            if "outputs" in cell:
-                cell.outputs = [o for o in cell.outputs if _WIDGET_VIEW not in o.get("data", {})]
         return
     text = json.dumps({model: state[model] for model in order})
     text = re.sub(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", lambda match: renamed.get(match.group(0), match.group(0)), text)
