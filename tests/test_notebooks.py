@@ -49,22 +49,30 @@ def test_committed_notebook_carries_cpu_outputs_and_no_errors(path):
 
 MACHINE_PATH = re.compile(r"(/work/|/home/|/tmp/|/root/|/Users/|[A-Z]:\\\\)")
 EMPTY_TABLE = re.compile(r"<tbody>\s*</tbody>")
+OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_reads_clean(path):
-    """What a reader opening it sees: code lines of at most 100 characters, no machine's
-    paths and no empty tables in the outputs, and the current format (cell ids, kernel and
-    language metadata), so that JupyterLab does not rewrite it on opening."""
+    """What a reader opening it sees: objectives, exercises with solutions, references; code
+    lines of at most 100 characters; no error, machine path, object address or empty table
+    in the outputs; the current format (cell ids, kernel and language metadata), so that
+    JupyterLab does not rewrite it on opening."""
     notebook = nbformat.read(path, as_version=4)
     assert notebook.nbformat == 4 and notebook.nbformat_minor >= 5 and all("id" in cell for cell in notebook.cells)
     assert {"kernelspec", "language_info"} <= set(notebook.metadata)
+    prose = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert re.search(r"^## References$", prose, re.M) and "**You will learn**" in notebook.cells[0].source
+    if path.stem[:2] not in ("05", "10"):  # the course's exercises, solutions folded under them
+        exercises = next(cell.source for cell in notebook.cells if cell.source.startswith("## Exercises"))
+        assert "<details><summary>Solutions</summary>" in exercises
     for cell in (cell for cell in notebook.cells if cell.cell_type == "code"):
         assert not [line for line in cell.source.splitlines() if len(line) > 100], cell.source[:200]
         for output in cell.outputs:
+            assert output.output_type != "error"
             text = output.get("text", "") + "".join(v for v in output.get("data", {}).values() if isinstance(v, str))
             assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text).group(0)
-            assert not EMPTY_TABLE.search(text)
+            assert not EMPTY_TABLE.search(text) and not OBJECT_ADDRESS.search(text)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
