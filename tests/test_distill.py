@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from uld.distill import DistillConfig, RunFinished, run_distillation, unread_settings
+from uld.distill import DistillConfig, RunFinished, run_distillation
+from uld.methods import unread_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(task="extractive_qa", train_limit=16, eval_limit=6, epochs=1, max_new_tokens=6, batch_size=8, logging_steps=1)

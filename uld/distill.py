@@ -19,27 +19,11 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from uld.methods import METHODS, PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings
+
 __all__ = ["DistillConfig", "finished_metrics", "run_distillation", "RunFinished", "unread_settings"]
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
-
-
-_CACHE = ("top_k", "teacher_cache", "teacher_cache_top_k", "student_temperature", "teacher_temperature",
-          "skip_teacher_eos", "alignment", "hybrid_loss", "matched_weight", "unmatched_weight")
-_TRAINING = ("train_limit", "train_fraction", "epochs", "learning_rate", "weight_decay", "batch_size", "eval_steps")
-_UNREAD = {"raw": ("distillation_weight", "seed", "teacher", "teacher_shots", *_TRAINING, *_CACHE),
-           "sft": ("distillation_weight", "teacher", "teacher_shots", *_CACHE),
-           "seqkd": ("distillation_weight", *_CACHE),
-           "kl": ("top_k",)}
-
-
-def unread_settings(method: str) -> tuple[str, ...]:
-    """The `DistillConfig` fields a run of ``method`` never reads (any value gives the same run).
-
-    >>> "distillation_weight" in unread_settings("seqkd"), unread_settings("uld")
-    (True, ())
-    """
-    return _UNREAD.get(method, ())
 
 
 class RunFinished(RuntimeError):
@@ -92,7 +76,7 @@ class DistillConfig:
     teacher: str = "default-teacher"
     student: str = "default-student"
     out: str = "runs/distill"
-    distillation_weight: float = 1.5  # lambda
+    distillation_weight: float = PAPER_DISTILLATION_WEIGHT  # lambda, the paper's 1.5
     student_temperature: float = 1.0
     teacher_temperature: float = 1.0
     skip_student_eos: bool = True
@@ -124,7 +108,6 @@ class DistillConfig:
         for item in fields(self):
             _check_type(item.name, getattr(self, item.name), item.type)
         from uld.data import TASKS
-        from uld.trainer import METHODS
 
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
@@ -136,7 +119,7 @@ class DistillConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        if self.teacher_cache and self.method not in ("uld", "kl"):
+        if self.teacher_cache and not METHODS[self.method].teacher_logits:
             raise ValueError(f"teacher_cache applies to the uld and kl methods only, not {self.method!r}")
         from uld.alignment import ALIGNMENTS
 
@@ -194,7 +177,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     from uld.evaluation import answer_questions, score_answers, write_predictions
     from uld.models import default_device, fit_embeddings, load_model, load_tokenizer
     from uld.teacher_cache import build_teacher_cache, pairs_fingerprint
-    from uld.trainer import NEEDS_TEACHER_ANSWERS, DistillationTrainer, HeldOutScore, PairCollator, build_pairs
+    from uld.trainer import DistillationTrainer, HeldOutScore, PairCollator, build_pairs
 
     started = time.perf_counter()
     if not progress:
@@ -221,13 +204,13 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     if config.method != "raw":
         teacher_dir = Path(config.teacher_outputs) if config.teacher_outputs else run
         teacher = _LazyTeacher(config, default_device())
-        teacher_tokenizer = load_tokenizer(config.teacher) if config.method in NEEDS_TEACHER_ANSWERS else None
-        if config.method in NEEDS_TEACHER_ANSWERS:
+        teacher_tokenizer = load_tokenizer(config.teacher) if needs_teacher_answers(config.method) else None
+        if needs_teacher_answers(config.method):
             train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo, progress)
         pairs, report = build_pairs(train, kind=spec.kind, method=config.method, student_tokenizer=student_tokenizer,
                                     teacher_tokenizer=teacher_tokenizer, student_is_encoder_decoder=student_is_encoder_decoder,
                                     max_length=config.max_length, shots=config.teacher_shots, seed=config.seed,
-                                    offsets=config.alignment == "offsets" and config.method in ("uld", "kl"))
+                                    offsets=config.alignment == "offsets" and METHODS[config.method].teacher_logits)
         echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
         cache = None
         if config.teacher_cache:
@@ -248,7 +231,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
                                  save_strategy="epoch", save_total_limit=1, report_to=[], remove_unused_columns=False,
                                  seed=config.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
                                  **({"eval_strategy": "steps", "eval_steps": config.eval_steps} if evaluating else {}))
-        loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(config.method)
+        loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(METHODS[config.method].loss)
         loss_fn = (loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
                              teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
                              skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k,
@@ -287,7 +270,7 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     write_predictions(run, evaluation, predictions)
     log_history = report.get("log_history", [])
     results = {"scores": scores, "metric": spec.metric, "method": config.method, "task": config.task,
-               "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else None, "student": config.student,
+               "teacher": config.teacher if needs_teacher_answers(config.method) else None, "student": config.student,
                "n_train": report.get("kept", 0),
                "teacher_cache_bytes_per_token": report.get("teacher_cache_bytes_per_token"), "left_out_too_long": report.get("too_long", 0),
                "steps": max((entry.get("step", 0) for entry in log_history), default=0), "n_eval": len(evaluation),

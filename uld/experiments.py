@@ -105,9 +105,9 @@ def select(runs: list[Run], where) -> list[Run]:
     """The runs labelled ``where`` (a string), or whose config matches every setting of
     ``where`` (a mapping), e.g. ``select(runs, {"method": "uld", "train_limit": 100})``; a
     setting may also name a metric the run recorded (``n_train``). A setting the run's
-    method never reads (`uld.distill.unread_settings`: seqkd and lambda) matches any value.
+    method never reads (`uld.methods.unread_settings`: seqkd and lambda) matches any value.
     A list of runs is returned as it is."""
-    from uld.distill import unread_settings
+    from uld.methods import unread_settings
 
     if isinstance(where, list):
         return where

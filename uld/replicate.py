@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from uld.cache import write_atomically
-from uld.distill import DistillConfig, finished_metrics, unread_settings
+from uld.distill import DistillConfig, finished_metrics
 from uld.locks import one_writer
-from uld.trainer import NEEDS_TEACHER_ANSWERS
+from uld.methods import PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings
 
 __all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "paper_rows", "PAPER_STAND_INS",
            "RESULT_COLUMNS"]
@@ -89,7 +89,7 @@ class Grid:
                 continue
             seen.add(name)
             config.out = str(out / "cells" / name)
-            if config.method in NEEDS_TEACHER_ANSWERS:
+            if needs_teacher_answers(config.method):
                 config.teacher_outputs = str(out / "teacher" / _teacher_key(config))
             cells.append((name, config))
         self.cells = cells
@@ -212,7 +212,7 @@ def _teacher_scores(cells) -> dict:
     the teacher on the students' evaluation questions, with its own prompt and shots."""
     wanted = {}
     for _, config in cells:
-        if config.method in NEEDS_TEACHER_ANSWERS:
+        if needs_teacher_answers(config.method):
             settings = [config.teacher, config.task, config.teacher_shots, config.eval_limit, config.max_new_tokens,
                         config.max_length, config.task_source]
             digest = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:10]
@@ -298,7 +298,7 @@ def results_rows(cells) -> list[dict]:
     for name, config in cells:
         folder = Path(config.out)
         row = {"cell": name, "folder": str(folder), "task": config.task,
-               "teacher": config.teacher if config.method in NEEDS_TEACHER_ANSWERS else "",
+               "teacher": config.teacher if needs_teacher_answers(config.method) else "",
                "student": config.student, "method": config.method, "distillation_weight": config.distillation_weight,
                "train_fraction": config.train_fraction, "seed": config.seed, "status": "pending"}
         metrics = finished_metrics(folder, echo=lambda line: None)
@@ -459,7 +459,7 @@ def paper_number(task: str, teacher: str, student: str, method: str, weight: flo
     """
     from uld.data import TASKS
 
-    if task not in _PAPER_DATASETS or method not in ("seqkd", "uld") or (method == "uld" and weight != 1.5):
+    if task not in _PAPER_DATASETS or method not in ("seqkd", "uld") or (method == "uld" and weight != PAPER_DISTILLATION_WEIGHT):
         return None
     run = "d0" if method == "seqkd" else "d1.5"
     if fraction != 1.0:
@@ -543,7 +543,7 @@ def _largest_share(members: list[dict]) -> str:
 
 def _label(row: dict) -> str:
     label = row["method"]
-    if row["method"] == "uld" and float(row["distillation_weight"]) != 1.5:
+    if row["method"] == "uld" and float(row["distillation_weight"]) != PAPER_DISTILLATION_WEIGHT:
         label += f" λ={row['distillation_weight']}"
     if float(row["train_fraction"]) != 1.0:
         label += f" {float(row['train_fraction']):.0%}"

@@ -30,14 +30,11 @@ from transformers import Trainer
 from uld.data import collate, encode_decoder, encode_encoder_decoder
 from uld.diagnostics import mean_answer_entropy
 from uld.loss import ULDLoss
+from uld.methods import METHODS
 from uld.prompts import shots_for_row, student_prompt, teacher_prompt
 from uld.teacher_cache import SortedTeacher, TeacherCache, answer_logits
 
-__all__ = ["METHODS", "build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore"]
-
-METHODS = ("raw", "sft", "seqkd", "uld", "kl")
-NEEDS_TEACHER_ANSWERS = ("seqkd", "uld", "kl")
-NEEDS_TEACHER_LOGITS = ("uld", "kl")
+__all__ = ["build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore"]
 
 
 def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_tokenizer=None,
@@ -54,11 +51,13 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
     """
     from datasets import Dataset
 
-    if method not in ("sft", "seqkd", *NEEDS_TEACHER_LOGITS):
-        raise ValueError(f"method {method!r} does not train; choose from sft, seqkd, {', '.join(NEEDS_TEACHER_LOGITS)}")
-    if method in NEEDS_TEACHER_LOGITS and teacher_tokenizer is None:
+    spec = METHODS.get(method)
+    if spec is None or not spec.trains:
+        trained = ", ".join(name for name, row in METHODS.items() if row.trains)
+        raise ValueError(f"method {method!r} does not train; choose from {trained}")
+    if spec.teacher_logits and teacher_tokenizer is None:
         raise ValueError(f"the {method} method needs the teacher's tokenizer")
-    if offsets and (method not in NEEDS_TEACHER_LOGITS or student_is_encoder_decoder):
+    if offsets and (not spec.teacher_logits or student_is_encoder_decoder):
         raise ValueError("character offsets pair a decoder student with the teacher: methods uld and kl only")
     if method == "kl" and student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         raise ValueError("the kl method needs one tokenizer shared by teacher and student; these differ "
@@ -74,14 +73,14 @@ def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_toke
         else:
             student = encode_decoder(student_tokenizer, render, row["context"], answer, max_length)
         teacher = None
-        if method in NEEDS_TEACHER_LOGITS and student is not None:
+        if spec.teacher_logits and student is not None:
             chosen = shots_for_row(pool, shots, seed, index, row["id"])
             render_teacher = (lambda text, row=row: teacher_prompt(teacher_tokenizer, kind, text, row["question"], chosen))
             teacher = encode_decoder(teacher_tokenizer, render_teacher, row["context"], answer, max_length)
             if teacher is not None:  # the teacher's text carries no EOS
                 for key in ("input_ids", "attention_mask", "labels"):
                     teacher[key] = teacher[key][:-1]
-        if student is None or (method in NEEDS_TEACHER_LOGITS and teacher is None):
+        if student is None or (spec.teacher_logits and teacher is None):
             report["too_long"] += 1
             continue
         report["kept"] += 1
