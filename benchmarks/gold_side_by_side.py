@@ -64,7 +64,7 @@ import torch
 
 from uld import ULDLoss
 from uld.alignment import SharedVocabulary, shared_vocabulary
-from uld.loss import uld_distance
+from uld.distance import uld_distance
 
 AGREE, DIFFER = 1e-5, 1e-4
 EPS = 1e-8  # GOLD's clamp on the probabilities it multiplies and takes logs of

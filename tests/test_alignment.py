@@ -7,7 +7,7 @@ import torch
 
 from uld import ULDLoss
 from uld.alignment import AnswerSpans, offset_alignment, positional_alignment, token_spans
-from uld.loss import uld_distance
+from uld.distance import uld_distance
 
 
 def decoder_batch(answers: list[list[tuple[int, int]]], prompt: int = 2, vocab: int = 7, seed: int = 0):

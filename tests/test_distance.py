@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uld import uld_distance
-from uld.loss import top_k_uld_distance
+from uld.distance import top_k_uld_distance
 from uld.ot import (
     VECTOR_KINDS,
     emd_on_values,

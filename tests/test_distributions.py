@@ -7,7 +7,7 @@ import torch
 
 from uld import ULDLoss
 from uld.distributions import compared_distributions, mass_profile
-from uld.loss import uld_distance
+from uld.distance import uld_distance
 from uld.models import load_model
 from uld.trainer import build_pairs
 

@@ -8,7 +8,7 @@ import torch
 from batches import random_case, random_labels, zipf_logits
 from reference import reference_loss
 from uld import ULDLoss, ULDOutput, uld_distance
-from uld.loss import top_k_uld_distance
+from uld.distance import top_k_uld_distance
 
 
 def with_grad(inputs):

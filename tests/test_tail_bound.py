@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uld import ULDLoss, uld_distance
-from uld.loss import top_k_uld_distance
+from uld.distance import top_k_uld_distance
 from uld.ot import VECTOR_KINDS
 from uld.ot import random_probability_vector as random_distribution
 from uld.tail_bound import REFINE_ABOVE, compare_tails

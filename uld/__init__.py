@@ -3,7 +3,8 @@
 >>> from uld import uld_distance, ULDLoss, ULDOutput
 """
 
-from uld.loss import TokenKLLoss, ULDLoss, ULDOutput, uld_distance
+from uld.distance import uld_distance
+from uld.loss import TokenKLLoss, ULDLoss, ULDOutput
 
 __all__ = ["uld_distance", "ULDLoss", "ULDOutput", "TokenKLLoss"]
 __version__ = "0.1.0"

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["ALIGNMENTS", "AnswerSpans", "Alignment", "positional_alignment", "offset_alignment", "token_spans",
+__all__ = ["ALIGNMENTS", "AnswerSpans", "Alignment", "shift_labels", "positional_alignment", "offset_alignment", "token_spans",
            "SharedVocabulary", "shared_vocabulary", "hybrid_distance"]
 
 ALIGNMENTS = ("position", "offsets")
@@ -55,6 +55,21 @@ class Alignment(NamedTuple):
     student_position: Tensor
     teacher_position: Tensor
     per_sample: Tensor
+
+
+def shift_labels(labels: Tensor, is_encoder_decoder: bool, ignore_index: int = -100) -> Tensor:
+    """Labels ``[B, T]`` re-indexed by the logit position that predicts them.
+
+    A decoder's logits at ``t`` predict label ``t + 1`` (the causal shift): its last
+    position predicts nothing and gets ``ignore_index``. An encoder-decoder's decoder
+    position ``t`` predicts label ``t``: its labels come back as they are.
+
+    >>> shift_labels(torch.tensor([[-100, 5, 6]]), is_encoder_decoder=False)
+    tensor([[   5,    6, -100]])
+    """
+    if is_encoder_decoder:
+        return labels
+    return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], ignore_index)], dim=1)
 
 
 def positional_alignment(student: AnswerSpans, teacher: AnswerSpans) -> Alignment:
@@ -206,7 +221,7 @@ def hybrid_distance(p: Tensor, q: Tensor, shared: SharedVocabulary, matched_weig
     >>> hybrid_distance(p, q, shared)   # 0.6 log(0.6/0.5) - 0.6 + 0.5 = 0.0094, then |0.3-0.4| + |0.2-0|
     tensor([0.3094])
     """
-    from uld.loss import uld_distance
+    from uld.distance import uld_distance
 
     dtype = torch.promote_types(torch.promote_types(p.dtype, q.dtype), torch.float32)
     p, q = p.to(dtype), q.to(dtype)

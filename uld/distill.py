@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from uld.methods import METHODS, PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings
 
@@ -162,24 +163,52 @@ class DistillConfig:
 
 
 def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run ``config`` and return its metrics (also in ``<out>/metrics.json``).
+    """Run ``config`` and return its metrics (also in ``<out>/metrics.json``), in five stages:
+    load the data and the student, prepare the teacher (its answers, the training pairs, its
+    cache), train, evaluate, record.
 
     ``progress=False`` hides the progress bars (teacher answers, cache, Trainer, loading).
 
     Raises `RunFinished` when ``<out>`` already holds a finished run and not ``overwrite``.
     """
-    import torch
-    from transformers import TrainingArguments, set_seed
-
-    from uld.cache import write_atomically
-    from uld.data import TASKS, load_task
-    from uld.loss import TokenKLLoss, ULDLoss
-    from uld.evaluation import answer_questions, score_answers, write_predictions
-    from uld.models import default_device, fit_embeddings, load_model, load_tokenizer
-    from uld.teacher_cache import build_teacher_cache, pairs_fingerprint
-    from uld.trainer import DistillationTrainer, HeldOutScore, PairCollator, build_pairs
-
     started = time.perf_counter()
+    run = _start(config, echo, overwrite, progress)
+    data = _load_data(config)
+    student = _load_student(config)
+    run.mkdir(parents=True, exist_ok=True)  # only now: a missing task or model leaves nothing behind
+    report = {}
+    if config.method != "raw":
+        teacher = _prepare_teacher(config, data, student, run, echo, progress)
+        report = {**teacher.report, "log_history": _train(config, data, student, teacher, run, progress)}
+    predictions, scores = _evaluate(config, data, student, echo)
+    return _record(config, data, run, predictions, scores, report, started, echo)
+
+
+class _Data(NamedTuple):
+    spec: object  # the task's `uld.data.TaskSpec`
+    train: object  # `datasets.Dataset` of training questions
+    evaluation: object  # `datasets.Dataset` the student is scored on
+    where: dict  # where the task's data comes from (`load_task`'s source and cache_dir)
+
+
+class _Student(NamedTuple):
+    model: object
+    tokenizer: object
+    is_encoder_decoder: bool
+
+
+class _PreparedTeacher(NamedTuple):
+    model: "_LazyTeacher"  # loaded only if something still needs it
+    tokenizer: object  # None for sft, which never reads the teacher
+    pairs: object  # the training pairs (`uld.trainer.build_pairs`)
+    cache: object  # the `TeacherCache` the loss reads, or None for the live teacher (or no loss)
+    report: dict  # kept and left-out pairs, the cache's bytes per token
+
+
+def _start(config: DistillConfig, echo, overwrite: bool, progress: bool) -> Path:
+    """Seed everything, hide the bars if asked, refuse a finished run; the run's folder."""
+    from transformers import set_seed
+
     if not progress:
         import transformers
 
@@ -188,93 +217,139 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     run = Path(config.out)
     if not overwrite and finished_metrics(run, echo) is not None:
         raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
-    spec = TASKS[config.task]
+    return run
+
+
+def _load_data(config: DistillConfig) -> _Data:
+    """The training questions (``train_limit``, then ``train_fraction``) and the evaluation ones."""
+    from uld.data import TASKS, load_task
+
     where = {"source": config.task_source, "cache_dir": config.task_cache_dir}
     train = load_task(config.task, "train", limit=config.train_limit, **where)
     if config.train_fraction < 1:
         train = train.select(range(max(1, int(len(train) * config.train_fraction))))
     evaluation = load_task(config.task, "eval", limit=config.eval_limit, **where)
-    student_tokenizer = load_tokenizer(config.student)
-    student = load_model(config.student, device=default_device())
-    fit_embeddings(student, student_tokenizer)
-    run.mkdir(parents=True, exist_ok=True)  # only now: a missing task or model leaves nothing behind
-    student_is_encoder_decoder = student.config.is_encoder_decoder
-    report = {}
+    return _Data(TASKS[config.task], train, evaluation, where)
 
-    if config.method != "raw":
-        teacher_dir = Path(config.teacher_outputs) if config.teacher_outputs else run
-        teacher = _LazyTeacher(config, default_device())
-        teacher_tokenizer = load_tokenizer(config.teacher) if needs_teacher_answers(config.method) else None
-        if needs_teacher_answers(config.method):
-            train = _with_teacher_answers(train, teacher, teacher_tokenizer, config, spec, teacher_dir, echo, progress)
-        pairs, report = build_pairs(train, kind=spec.kind, method=config.method, student_tokenizer=student_tokenizer,
-                                    teacher_tokenizer=teacher_tokenizer, student_is_encoder_decoder=student_is_encoder_decoder,
-                                    max_length=config.max_length, shots=config.teacher_shots, seed=config.seed,
-                                    offsets=config.alignment == "offsets" and METHODS[config.method].teacher_logits)
-        echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
-        cache = None
-        if config.teacher_cache:
-            token_ids = config.method == "kl"  # KL needs to know each probability's token; ULD does not
-            name = (f"k{config.teacher_cache_top_k}-t{config.teacher_temperature:g}-{pairs_fingerprint(pairs)[:12]}"
-                    + ("-ids" if token_ids else ""))
-            cache = build_teacher_cache(teacher.get, pairs, teacher_dir / "teacher_cache" / name,
-                                        top_k=config.teacher_cache_top_k, token_ids=token_ids,
-                                        temperature=config.teacher_temperature,
-                                        pad_token_id=teacher_tokenizer.pad_token_id, progress=progress, echo=echo)
-            report["teacher_cache_bytes_per_token"] = cache.bytes_per_token
-            teacher.release()
-        evaluating = config.eval_steps is not None
-        args = TrainingArguments(output_dir=str(run / "checkpoints"), num_train_epochs=config.epochs,
-                                 per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                                 lr_scheduler_type="linear", **_warmup(0.1), logging_steps=config.logging_steps,
-                                 save_strategy="epoch", save_total_limit=1, report_to=[], remove_unused_columns=False,
-                                 seed=config.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
-                                 **({"eval_strategy": "steps", "eval_steps": config.eval_steps} if evaluating else {}))
-        loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(METHODS[config.method].loss)
-        loss_fn = (loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
-                             teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
-                             skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k,
-                             alignment=config.alignment, **_hybrid(config, student_tokenizer, teacher_tokenizer))
-                   if loss_class else None)
-        held_out = monitored = None
-        if evaluating:  # on the validation split where the task has one: the eval split stays unseen
-            has_validation = spec.embedded or "validation" in spec.hub_splits
-            monitored = load_task(config.task, "validation" if has_validation else "eval", limit=config.eval_limit,
-                                  **where)
-            held_out, _ = build_pairs(monitored, kind=spec.kind,
-                                      method="sft", student_tokenizer=student_tokenizer,
-                                      student_is_encoder_decoder=student_is_encoder_decoder, max_length=config.max_length)
-        trainer = DistillationTrainer(
-            model=student, args=args, train_dataset=pairs, eval_dataset=held_out,
-            teacher=teacher.get() if loss_fn is not None and cache is None else None,
-            loss_fn=loss_fn, student_is_encoder_decoder=student_is_encoder_decoder,
-            held_out_score=HeldOutScore(monitored, spec.kind, spec.metric, student_tokenizer, config.max_new_tokens,
-                                        config.max_length) if evaluating else None,
-            data_collator=PairCollator(student_tokenizer.pad_token_id,
-                                       teacher_tokenizer.pad_token_id if teacher_tokenizer is not None else None,
-                                       teacher_cache=cache))
-        teacher.release()  # the trainer holds it where it needs it
-        if not progress:  # without bars the Trainer prints every log line instead
-            from transformers.trainer_callback import PrinterCallback
 
-            trainer.remove_callback(PrinterCallback)
-        resume = any((run / "checkpoints").glob("checkpoint-*"))
-        trainer.train(resume_from_checkpoint=True if resume else None)
-        report["log_history"] = trainer.state.log_history
+def _load_student(config: DistillConfig) -> _Student:
+    from uld.models import default_device, fit_embeddings, load_model, load_tokenizer
 
-    echo(f"evaluating on {len(evaluation)} {spec.eval_split} questions")
-    predictions = answer_questions(student, student_tokenizer, evaluation, kind=spec.kind,
+    tokenizer = load_tokenizer(config.student)
+    model = load_model(config.student, device=default_device())
+    fit_embeddings(model, tokenizer)
+    return _Student(model, tokenizer, model.config.is_encoder_decoder)
+
+
+def _prepare_teacher(config: DistillConfig, data: _Data, student: _Student, run: Path, echo,
+                     progress: bool) -> _PreparedTeacher:
+    """The teacher's answers (generated once, resumably), the training pairs, and the teacher
+    cache when the config asks for one (after which the teacher model is no longer held)."""
+    from uld.models import default_device, load_tokenizer
+    from uld.teacher_cache import build_teacher_cache, pairs_fingerprint
+    from uld.trainer import build_pairs
+
+    folder = Path(config.teacher_outputs) if config.teacher_outputs else run
+    teacher = _LazyTeacher(config, default_device())
+    tokenizer = load_tokenizer(config.teacher) if needs_teacher_answers(config.method) else None
+    train = data.train
+    if needs_teacher_answers(config.method):
+        train = _with_teacher_answers(train, teacher, tokenizer, config, data.spec, folder, echo, progress)
+    pairs, report = build_pairs(train, kind=data.spec.kind, method=config.method, student_tokenizer=student.tokenizer,
+                                teacher_tokenizer=tokenizer, student_is_encoder_decoder=student.is_encoder_decoder,
+                                max_length=config.max_length, shots=config.teacher_shots, seed=config.seed,
+                                offsets=config.alignment == "offsets" and METHODS[config.method].teacher_logits)
+    echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
+    cache = None
+    if config.teacher_cache:
+        token_ids = config.method == "kl"  # KL needs to know each probability's token; ULD does not
+        name = (f"k{config.teacher_cache_top_k}-t{config.teacher_temperature:g}-{pairs_fingerprint(pairs)[:12]}"
+                + ("-ids" if token_ids else ""))
+        cache = build_teacher_cache(teacher.get, pairs, folder / "teacher_cache" / name,
+                                    top_k=config.teacher_cache_top_k, token_ids=token_ids,
+                                    temperature=config.teacher_temperature, pad_token_id=tokenizer.pad_token_id,
+                                    progress=progress, echo=echo)
+        report["teacher_cache_bytes_per_token"] = cache.bytes_per_token
+        teacher.release()
+    return _PreparedTeacher(teacher, tokenizer, pairs, cache, report)
+
+
+def _train(config: DistillConfig, data: _Data, student: _Student, teacher: _PreparedTeacher, run: Path,
+           progress: bool) -> list:
+    """Train the student (resuming from the run's last checkpoint); the Trainer's log history."""
+    import torch
+    from transformers import TrainingArguments
+
+    from uld.data import load_task
+    from uld.loss import TokenKLLoss, ULDLoss
+    from uld.trainer import DistillationTrainer, HeldOutScore, PairCollator, build_pairs
+
+    evaluating = config.eval_steps is not None
+    args = TrainingArguments(output_dir=str(run / "checkpoints"), num_train_epochs=config.epochs,
+                             per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
+                             learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                             lr_scheduler_type="linear", **_warmup(0.1), logging_steps=config.logging_steps,
+                             save_strategy="epoch", save_total_limit=1, report_to=[], remove_unused_columns=False,
+                             seed=config.seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
+                             **({"eval_strategy": "steps", "eval_steps": config.eval_steps} if evaluating else {}))
+    loss_class = {"uld": ULDLoss, "kl": TokenKLLoss}.get(METHODS[config.method].loss)
+    loss_fn = (loss_class(distillation_weight=config.distillation_weight, student_temperature=config.student_temperature,
+                          teacher_temperature=config.teacher_temperature, skip_student_eos=config.skip_student_eos,
+                          skip_teacher_eos=config.skip_teacher_eos, top_k=config.top_k, alignment=config.alignment,
+                          **_hybrid(config, student.tokenizer, teacher.tokenizer))
+               if loss_class else None)
+    held_out = monitored = None
+    if evaluating:  # on the validation split where the task has one: the eval split stays unseen
+        has_validation = data.spec.embedded or "validation" in data.spec.hub_splits
+        monitored = load_task(config.task, "validation" if has_validation else "eval", limit=config.eval_limit,
+                              **data.where)
+        held_out, _ = build_pairs(monitored, kind=data.spec.kind, method="sft", student_tokenizer=student.tokenizer,
+                                  student_is_encoder_decoder=student.is_encoder_decoder, max_length=config.max_length)
+    trainer = DistillationTrainer(
+        model=student.model, args=args, train_dataset=teacher.pairs, eval_dataset=held_out,
+        teacher=teacher.model.get() if loss_fn is not None and teacher.cache is None else None,
+        loss_fn=loss_fn, student_is_encoder_decoder=student.is_encoder_decoder,
+        held_out_score=HeldOutScore(monitored, data.spec.kind, data.spec.metric, student.tokenizer,
+                                    config.max_new_tokens, config.max_length) if evaluating else None,
+        data_collator=PairCollator(student.tokenizer.pad_token_id,
+                                   teacher.tokenizer.pad_token_id if teacher.tokenizer is not None else None,
+                                   teacher_cache=teacher.cache))
+    teacher.model.release()  # the trainer holds it where it needs it
+    if not progress:  # without bars the Trainer prints every log line instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    resume = any((run / "checkpoints").glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return trainer.state.log_history
+
+
+def _evaluate(config: DistillConfig, data: _Data, student: _Student, echo) -> tuple[list, dict]:
+    """The student's greedy answers to the evaluation questions, and their scores."""
+    from uld.evaluation import answer_questions, score_answers
+
+    echo(f"evaluating on {len(data.evaluation)} {data.spec.eval_split} questions")
+    predictions = answer_questions(student.model, student.tokenizer, data.evaluation, kind=data.spec.kind,
                                    max_new_tokens=config.max_new_tokens, max_length=config.max_length)
-    scores = score_answers(config.task, predictions, evaluation["answers"])
-    write_predictions(run, evaluation, predictions)
+    return predictions, score_answers(config.task, predictions, data.evaluation["answers"])
+
+
+def _record(config: DistillConfig, data: _Data, run: Path, predictions: list, scores: dict, report: dict,
+            started: float, echo) -> dict:
+    """``predictions.jsonl`` and ``metrics.json``, each written whole; the metrics."""
+    from uld.cache import write_atomically
+    from uld.evaluation import write_predictions
+
+    write_predictions(run, data.evaluation, predictions)
     log_history = report.get("log_history", [])
-    results = {"scores": scores, "metric": spec.metric, "method": config.method, "task": config.task,
+    results = {"scores": scores, "metric": data.spec.metric, "method": config.method, "task": config.task,
                "teacher": config.teacher if needs_teacher_answers(config.method) else None, "student": config.student,
                "n_train": report.get("kept", 0),
-               "teacher_cache_bytes_per_token": report.get("teacher_cache_bytes_per_token"), "left_out_too_long": report.get("too_long", 0),
-               "steps": max((entry.get("step", 0) for entry in log_history), default=0), "n_eval": len(evaluation),
-               "seconds": round(time.perf_counter() - started, 1), "config": asdict(config), "log_history": log_history}
+               "teacher_cache_bytes_per_token": report.get("teacher_cache_bytes_per_token"),
+               "left_out_too_long": report.get("too_long", 0),
+               "steps": max((entry.get("step", 0) for entry in log_history), default=0),
+               "n_eval": len(data.evaluation), "seconds": round(time.perf_counter() - started, 1),
+               "config": asdict(config), "log_history": log_history}
     write_atomically(run / "metrics.json", json.dumps(results, indent=2))
     echo(f"{config.method}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
     return results

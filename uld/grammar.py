@@ -219,7 +219,7 @@ def evaluate_student(model, language: MarkovLanguage, sentences: list[list[int]]
     - ``sorted_l1``: mean ULD distance (sorted L1), what ULD alone can see;
     - ``entropy_gap``: mean ``|H(student) - H(truth)|`` in nats.
     """
-    from uld.loss import uld_distance
+    from uld.distance import uld_distance
 
     input_ids, labels = language.batch(sentences, student_ids=shuffled)
     teacher_ids, _ = language.batch(sentences)

@@ -1,6 +1,6 @@
 """The two tails of a top-k comparison: their masses and a tight certified bound on the error.
 
-`uld.loss.top_k_uld_distance` compares the ``k`` largest probabilities of each side exactly
+`uld.distance.top_k_uld_distance` compares the ``k`` largest probabilities of each side exactly
 and the two tails only through their masses ``P`` and ``Q``. Knowing nothing else of the
 tails, its error can be as large as ``2 min(P, Q)``, and on heavy-tailed rows that simple
 bound is tens to a thousand times the actual error: two sorted tails of similar shape hardly
@@ -37,7 +37,7 @@ others keep ``2 min(P, Q)``. On the loss benchmark's language-model-like rows th
 of the rows, and the batch's bound falls from 2.2e-3 to 2.5e-4 (actual error 2.5e-6); on its
 heavy-tailed rows, where every row is refined, from 0.92 to 1.6e-2 (actual error 1.0e-2).
 
->>> from uld.loss import uld_distance, top_k_uld_distance
+>>> from uld.distance import uld_distance, top_k_uld_distance
 >>> p = torch.softmax(-1.0 * torch.arange(1, 4001.).log(), -1)[None]   # Zipf rows, exponent 1
 >>> q = torch.softmax(-1.1 * torch.arange(1, 3001.).log(), -1)[None]   # and 1.1
 >>> approx, bound = top_k_uld_distance(p, q, 16)

@@ -3,7 +3,7 @@
 ULD compares *sorted* probability vectors, so it never needs to know which token a
 teacher probability belongs to. Per teacher answer position the ``k`` largest
 probabilities, sorted, and the mass of the rest are all the training reads (the top-k
-form of `uld.loss.top_k_uld_distance`, exact when ``k`` covers the teacher's vocabulary).
+form of `uld.distance.top_k_uld_distance`, exact when ``k`` covers the teacher's vocabulary).
 Computing them once lets every run on the same teacher answers (other lambdas, seeds,
 students with the same prompts) train without loading the teacher at all.
 
@@ -42,7 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from uld.alignment import shift_labels
 from uld.cache import write_atomically
+from uld.distance import top_k_and_tail_mass
 
 __all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "answer_logits", "sorted_answer_rows", "pairs_fingerprint",
            "CACHE_DTYPES"]
@@ -137,16 +139,14 @@ def sorted_answer_rows(logits: Tensor, labels: Tensor, *, top_k: int, temperatur
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if not float(temperature) > 0 or temperature == float("inf"):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    if not is_encoder_decoder:
-        labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], ignore_index)], dim=1)
+    labels = shift_labels(labels, is_encoder_decoder, ignore_index)
     answer = labels != ignore_index
     dtype = torch.promote_types(torch.float32, logits.dtype)
     z = logits[answer].to(dtype)
     if torch.isnan(z).any() or torch.isposinf(z).any():
         raise ValueError("teacher logits contain NaN or +inf at answer positions")
     probs = torch.softmax(z / temperature, -1)
-    head, index = probs.topk(min(top_k, probs.shape[-1]), dim=-1, sorted=True)
-    tail = probs.scatter(-1, index, 0.0).sum(-1)  # summed, not 1 - head: keeps tiny tails precise
+    head, tail, index = top_k_and_tail_mass(probs, top_k)
     return SortedTeacher(head, tail, answer.sum(1), index=index)
 
 
