@@ -15,7 +15,7 @@ def pair(tmp_path_factory):
     """The default teacher and student, their tokenizers, and 24 training rows with teacher answers."""
     from uld.data import load_task
     from uld.models import load_model, load_tokenizer
-    from uld.teacher import generate_teacher_answers
+    from uld.teacher_answers import generate_teacher_answers
 
     cache = tmp_path_factory.mktemp("pair-cache")
     teacher, teacher_tokenizer = load_model("default-teacher", cache=cache), load_tokenizer("default-teacher", cache)

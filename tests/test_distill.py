@@ -59,6 +59,7 @@ def test_a_finished_run_is_kept_unless_asked_and_a_redo_reuses_the_teacher_answe
     (dict(hybrid_loss=True, teacher_cache=True), "hybrid_loss applies to the uld method with the live teacher"),
     (dict(hybrid_loss=True, method="kl"), "hybrid_loss applies to the uld method"),
     (dict(matched_weight=-1.0), "matched_weight must be >= 0"),
+    (dict(teacher_cache=True, top_k=512), "top_k 512 exceeds teacher_cache_top_k 256"),
 ])
 def test_bad_configs_are_value_errors(values, message):
     with pytest.raises(ValueError, match=message):

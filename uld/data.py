@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from uld.cache import hub_offline
+from uld.storage import hub_offline
 from uld.prompts import KINDS
 
 __all__ = ["TASKS", "TaskSpec", "TaskUnavailable", "load_task", "DATA_DIR", "ensure_pad_token", "encode_decoder",
@@ -317,6 +317,16 @@ def tokenize_dataset(dataset, tokenizer, render: Callable[[dict, str], str], *, 
         report["truncated"] += encoded.pop("truncated")
         rows.append(dict(id=row["id"], **encoded))
     return Dataset.from_list(rows), report
+
+
+def side_fields(row: dict, side: str) -> dict:
+    """One side's fields of a training pair (``student_input_ids``, ...), their prefix removed.
+
+    >>> side_fields({"student_labels": [1], "teacher_labels": [2], "example": 0}, "teacher")
+    {'labels': [2]}
+    """
+    prefix = f"{side}_"
+    return {key.removeprefix(prefix): value for key, value in row.items() if key.startswith(prefix)}
 
 
 def collate(examples: list[dict], pad_token_id: int, padding_side: str = "right") -> dict:

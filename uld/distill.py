@@ -24,7 +24,8 @@ from uld.methods import METHODS, PAPER_DISTILLATION_WEIGHT, needs_teacher_answer
 
 __all__ = ["DistillConfig", "finished_metrics", "run_distillation", "RunFinished", "unread_settings"]
 
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list, tuple),
+          "tuple": (list, tuple), "dict": (dict,), "Path": (str, Path)}
 
 
 class RunFinished(RuntimeError):
@@ -57,10 +58,18 @@ def finished_metrics(folder, echo=print) -> dict | None:
 
 
 def _check_type(name: str, value, annotation: str) -> None:
+    """Refuse ``value`` unless it is of a type ``annotation`` names (``"int | None"``,
+    ``"list[str]"``, ``"dict"``, ``"Path"``; the items of a list are not checked).
+
+    >>> _check_type("seeds", [0, 1], "list[int] | None")
+    >>> _check_type("seeds", 0, "list[int]")
+    Traceback (most recent call last):
+    ValueError: seeds must be list[int], got 0
+    """
     options = [part.strip() for part in str(annotation).split("|")]
     if value is None and "None" in options:
         return
-    allowed = tuple(t for option in options for t in _TYPES.get(option, ()))
+    allowed = tuple(t for option in options for t in _TYPES.get(option.split("[")[0], ()))
     wrong_bool = isinstance(value, bool) and bool not in allowed
     if not isinstance(value, allowed) or wrong_bool:
         raise ValueError(f"{name} must be {' or '.join(options)}, got {value!r}")
@@ -68,7 +77,43 @@ def _check_type(name: str, value, annotation: str) -> None:
 
 @dataclass
 class DistillConfig:
-    """Everything a run depends on; the defaults are the paper's where it has one."""
+    """Everything a run depends on; the defaults are the paper's where it has one.
+
+    Each field, and where it acts (`uld.methods.unread_settings` lists those a method
+    never reads):
+
+    The run
+        task: the task (`uld.data.TASKS`); ``task_source`` / ``task_cache_dir``: a local
+        copy of a hub task or a ``datasets`` cache holding it (offline). method: raw, sft,
+        seqkd, uld or kl (`uld.methods`). teacher, student: kit model names, hub ids or
+        folders (`uld.models.load_model`). out: the run's folder. seed: the Trainer's seed
+        (the data order; a student starts from its saved weights).
+    The loss (uld, kl; `uld.ULDLoss`, `uld.TokenKLLoss`)
+        distillation_weight: lambda, the weight of the distance beside the cross-entropy
+        (the paper's 1.5; ``ULDLoss`` on its own defaults to 1.0). student_temperature,
+        teacher_temperature: the two softmaxes' temperatures. skip_student_eos,
+        skip_teacher_eos: leave that side's EOS out of the distance. top_k: compare each
+        side's k largest probabilities exactly and the rest by mass (None: exact); with the
+        teacher cache it may not exceed ``teacher_cache_top_k``. alignment: "position"
+        (the paper's) or "offsets" (live teacher only). hybrid_loss, matched_weight,
+        unmatched_weight: the hybrid loss on shared tokens (uld, live, exact).
+    The teacher (seqkd, uld, kl)
+        teacher_shots: examples in the teacher's prompt (None: the paper's for this task
+        and teacher family). max_new_tokens: the longest answer generated, by the teacher
+        and at evaluation. teacher_dtype: the teacher's weights' dtype (e.g. bfloat16).
+        teacher_cache: train from the teacher's sorted top-k answers kept on disk
+        (`uld.teacher_cache`), the teacher unloaded; teacher_cache_top_k: how many
+        probabilities it keeps per position. teacher_outputs: the folder for the teacher's
+        answers and cache, shared by runs (default: ``out``).
+    Training (`transformers.Trainer`)
+        train_limit, train_fraction: how many training questions (a count, then a share).
+        epochs, learning_rate, weight_decay, batch_size: the Trainer's. max_length: the
+        longest prompt and answer, in tokens; longer pairs are left out, never cut.
+        logging_steps: how often the Trainer logs. eval_steps: score the validation split
+        every this many steps (a learning curve; None: never).
+    Evaluation
+        eval_limit: how many evaluation questions (None: all).
+    """
 
     task: str = "extractive_qa"
     task_source: str | None = None  # a local copy of a hub task (a save_to_disk folder or data files): offline
@@ -129,6 +174,9 @@ class DistillConfig:
         if self.hybrid_loss and (self.method != "uld" or self.teacher_cache or self.top_k is not None):
             raise ValueError("hybrid_loss applies to the uld method with the live teacher in the exact mode "
                              "(teacher_cache: false, top_k: null)")
+        if self.teacher_cache and self.top_k is not None and self.top_k > self.teacher_cache_top_k:
+            raise ValueError(f"top_k {self.top_k} exceeds teacher_cache_top_k {self.teacher_cache_top_k}: the cache "
+                             f"keeps that many probabilities per position; raise teacher_cache_top_k instead")
         if self.alignment == "offsets" and self.teacher_cache:
             raise ValueError("alignment offsets needs the live teacher (its cache keeps no character offsets): "
                              "set teacher_cache: false")
@@ -337,7 +385,7 @@ def _evaluate(config: DistillConfig, data: _Data, student: _Student, echo) -> tu
 def _record(config: DistillConfig, data: _Data, run: Path, predictions: list, scores: dict, report: dict,
             started: float, echo) -> dict:
     """``predictions.jsonl`` and ``metrics.json``, each written whole; the metrics."""
-    from uld.cache import write_atomically
+    from uld.storage import write_atomically
     from uld.evaluation import write_predictions
 
     write_predictions(run, data.evaluation, predictions)
@@ -390,7 +438,7 @@ class _LazyTeacher:
 def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: DistillConfig, spec, folder: Path, echo,
                           progress: bool):
     """``train`` with its ``teacher_answer`` column, generating (resumably) what is missing."""
-    from uld.teacher import generate_teacher_answers, load_teacher_answers
+    from uld.teacher_answers import generate_teacher_answers, load_teacher_answers
 
     try:
         return load_teacher_answers(folder, train)

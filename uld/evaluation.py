@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from uld.cache import write_atomically
+from uld.storage import write_atomically
 
 __all__ = ["PROMPTS", "answer_questions", "score_answers", "write_predictions", "read_predictions", "model_prompt",
            "evaluate_model"]

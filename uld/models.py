@@ -68,7 +68,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from uld.cache import cache_dir, hub_offline, replaced_folder
+from uld.storage import cache_dir, hub_offline, replaced_folder
 
 __all__ = ["TINY_MODELS", "PRETRAINED", "ModelUnavailable", "load_model", "load_tokenizer", "default_device",
            "materialise_tiny_model", "materialise_pretrained", "resolve_model", "materialise_assets",

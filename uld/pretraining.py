@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from uld.cache import cache_dir, shipped_or_built
+from uld.storage import cache_dir, shipped_or_built
 from uld.training_loop import Schedule
 
 __all__ = ["PRETRAINED_STUDENTS", "PretrainingRecipe", "materialise_pretrained_student", "pretrain_student",

@@ -41,7 +41,7 @@ import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from uld.cache import write_atomically
+from uld.storage import write_atomically
 from uld.distill import DistillConfig, finished_metrics
 from uld.locks import one_writer
 from uld.methods import PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings

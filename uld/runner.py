@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from uld.cache import write_atomically
+from uld.storage import write_atomically
 from uld.locks import one_writer
 
 PRESETS = ("ci", "cpu", "gpu")

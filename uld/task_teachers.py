@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from uld.cache import cache_dir, shipped_or_built
+from uld.storage import cache_dir, shipped_or_built
 from uld.training_loop import Schedule
 
 __all__ = ["TASK_TEACHERS", "TeacherRecipe", "fresh_records", "materialise_task_teacher", "train_task_teacher"]

