@@ -142,6 +142,17 @@ def test_04_sequence_facts_hold(ci_run):
     assert metrics["top_k_relative_error_at_256"] < 0.01
 
 
+def rerun_grid(ci_run, stem, grid, finished):
+    """The CLI on the grid notebook ``stem`` ran at its ci preset: every one of its ``finished``
+    cells is found finished, none runs again. Returns the CLI's result and the runs folder."""
+    out, _ = ci_run
+    runs = out / stem / "runs"
+    done = run_cli("replicate", "--grid", f"configs/grids/{grid}", "--preset", "ci", "--out", str(runs))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"0 run, {finished} already finished, 0 failed" in done.stdout
+    return done, runs
+
+
 def test_05_reads_two_real_models_and_distils_between_them(ci_run):
     metrics = metrics_of(ci_run, "05")
     assert metrics["vocabularies"] == {"gemma-3-270m": 262_144, "smollm2-135m-instruct": 49_152}
@@ -155,11 +166,7 @@ def test_05_reads_two_real_models_and_distils_between_them(ci_run):
 
 def test_the_real_grid_runs_through_the_cli_with_its_ci_preset(ci_run):
     """The CLI on the grid the notebook ran with the same preset: every cell is found finished."""
-    out, _ = ci_run
-    runs = out / "05_real_language_models" / "runs"
-    done = run_cli("replicate", "--grid", "configs/grids/real.yaml", "--preset", "ci", "--out", str(runs))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "0 run, 4 already finished, 0 failed" in done.stdout
+    done, runs = rerun_grid(ci_run, "05_real_language_models", "real.yaml", finished=4)
     assert "| smollm2-135m-instruct | uld |" in done.stdout.replace("gemma-3-270m | ", "")
     assert "The teacher gemma-3-270m on the same " in done.stdout
     missing = run_cli("replicate", "--grid", "configs/grids/real.yaml", "--out", str(runs))
@@ -220,11 +227,7 @@ def test_10_measures_what_uld_teaches_and_the_fixes(ci_run):
 
 
 def test_the_fixes_grid_runs_through_the_cli_with_its_ci_preset(ci_run):
-    out, _ = ci_run
-    runs = out / "10_where_uld_fails" / "runs"
-    done = run_cli("replicate", "--grid", "configs/grids/fixes.yaml", "--preset", "ci", "--out", str(runs))
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "0 run, 5 already finished, 0 failed" in done.stdout
+    rerun_grid(ci_run, "10_where_uld_fails", "fixes.yaml", finished=5)
 
 
 def test_unknown_preset_and_empty_selection_exit_2_with_one_line(tmp_path):
