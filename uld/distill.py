@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
-from uld.methods import METHODS, PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings
+from uld.methods import METHODS, PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, needs_teacher_logits, unread_settings
 
 __all__ = ["DistillConfig", "finished_metrics", "run_distillation", "RunFinished", "unread_settings"]
 
@@ -165,7 +165,7 @@ class DistillConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        if self.teacher_cache and not METHODS[self.method].teacher_logits:
+        if self.teacher_cache and not needs_teacher_logits(self.method):
             raise ValueError(f"teacher_cache applies to the uld and kl methods only, not {self.method!r}")
         from uld.alignment import ALIGNMENTS
 
@@ -306,7 +306,7 @@ def _prepare_teacher(config: DistillConfig, data: _Data, student: _Student, run:
     pairs, report = build_pairs(train, kind=data.spec.kind, method=config.method, student_tokenizer=student.tokenizer,
                                 teacher_tokenizer=tokenizer, student_is_encoder_decoder=student.is_encoder_decoder,
                                 max_length=config.max_length, shots=config.teacher_shots, seed=config.seed,
-                                offsets=config.alignment == "offsets" and METHODS[config.method].teacher_logits)
+                                offsets=config.alignment == "offsets" and needs_teacher_logits(config.method))
     echo(f"training on {report['kept']} pairs ({report['too_long']} too long to fit, left out)")
     cache = None
     if config.teacher_cache:

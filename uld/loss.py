@@ -349,19 +349,12 @@ class ULDLoss(nn.Module):
 
     def _crossentropy(self, student_logits: Tensor, student_labels: Tensor, is_encoder_decoder: bool,
                       teacher_source: Tensor) -> Tensor:
-        """The weighted cross-entropy term alone (unshifted ``student_labels``): the kernel's,
-        with no compared rows, so its value and gradient are those of the full loss's term
-        (computed in `compute_dtype` of the student's logits and ``teacher_source``)."""
+        """The weighted cross-entropy term alone (unshifted ``student_labels``): `_loss` with no
+        compared pair, so its value and gradient are those of the full loss's term."""
         labels = self.predicted_labels(student_labels, is_encoder_decoder)
-        answer = labels != self.ignore_index
-        sample, position = answer.nonzero(as_tuple=True)
-        none = sample[:0]
-        plan = RowPlan(student_rows=none, teacher_rows=none, crossentropy_rows=flat_rows(student_logits, sample, position),
-                       crossentropy_targets=self._checked_targets(labels[answer], student_logits.shape[-1]),
-                       student_temperature=self.student_temperature, teacher_temperature=self.teacher_temperature,
-                       top_k=None)
-        crossentropy, _, _ = ULDRows.apply(student_logits, teacher_source.detach(), plan)
-        return self.crossentropy_weight * crossentropy
+        none = labels.new_zeros(0)
+        no_pairs = Alignment(none, none, none, labels.new_zeros(labels.shape[0]))
+        return self._loss(student_logits, labels, teacher_source, no_pairs, teacher_tail=None, top_k=None).crossentropy
 
     def _checked_targets(self, targets: Tensor, vocab: int) -> Tensor:
         if targets.numel() and (targets.min() < 0 or targets.max() >= vocab):
