@@ -445,9 +445,10 @@ def paper_rows(task: str) -> list[dict]:
             weight, _, fraction = row["run"].removeprefix("d").partition("_")
             if row["dataset"] != _PAPER_DATASETS[dataset] or not row["run"].startswith("d") or not row[metric]:
                 continue
-            rows.append({"student": row["student"], "teacher": row["teacher_or_setting"],
-                         "method": "seqkd" if float(weight) == 0 else "uld", "fraction": float(fraction or 1.0),
-                         "score": float(row[metric])})
+            method = {0.0: "seqkd", PAPER_DISTILLATION_WEIGHT: "uld"}.get(float(weight))
+            if method is not None:
+                rows.append({"student": row["student"], "teacher": row["teacher_or_setting"], "method": method,
+                             "fraction": float(fraction or 1.0), "score": float(row[metric])})
     return rows
 
 
@@ -457,20 +458,11 @@ def paper_number(task: str, teacher: str, student: str, method: str, weight: flo
     >>> paper_number("squad", "meta-llama/Llama-2-7b-chat-hf", "EleutherAI/pythia-410m-deduped", "uld", 1.5, 1.0)
     74.14
     """
-    from uld.data import TASKS
-
     if task not in _PAPER_DATASETS or method not in ("seqkd", "uld") or (method == "uld" and weight != PAPER_DISTILLATION_WEIGHT):
         return None
-    run = "d0" if method == "seqkd" else "d1.5"
-    if fraction != 1.0:
-        run += f"_{fraction:g}"
-    metric = _PAPER_METRICS[TASKS[task].metric]
-    with open(ROOT / "data" / "paper_results.csv", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if (row["dataset"], row["student"], row["teacher_or_setting"], row["run"]) == (
-                    _PAPER_DATASETS[task], student.split("/")[-1], teacher.split("/")[-1], run) and row[metric]:
-                return float(row[metric])
-    return None
+    wanted = (student.split("/")[-1], teacher.split("/")[-1], method, fraction)
+    return next((row["score"] for row in paper_rows(task)
+                 if (row["student"], row["teacher"], row["method"], row["fraction"]) == wanted), None)
 
 
 def _figure(out: Path, cells) -> None:
