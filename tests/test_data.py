@@ -57,7 +57,7 @@ def test_a_datasets_cache_is_passed_to_the_hub_loader(monkeypatch, tmp_path):
         return datasets.Dataset.from_list([RAW_ROWS["dialogsum"]])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    dataset = load_task("dialogsum", "eval", cache_dir=tmp_path)
+    dataset = load_task("dialogsum", "eval", datasets_cache=tmp_path)
     assert seen == dict(path="knkarthick/dialogsum", name=None, split="validation", cache_dir=str(tmp_path))
     assert dataset[0]["answers"] == ["They greet."]
 

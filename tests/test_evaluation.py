@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from uld.evaluation import answer_questions, evaluate_model, model_prompt, score_answers
+from uld.evaluation import evaluate_model, model_prompt
+from uld.generation import answer_questions
+from uld.metrics import score_answers
 from uld.embedded import write_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +70,35 @@ def test_bad_requests_exit_2_with_one_line(tmp_path, args, message):
     done = cli("--model", "default-student", *args, "--out", tmp_path)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_teacher_is_scored_on_the_prompts_it_teaches_with(tmp_path, monkeypatch, chat):
+    """The same prompt text and the same special-token rule as `generate_teacher_answers`
+    (a chat template writes its own BOS: none is added on top)."""
+    import uld.generation
+    import uld.teacher_answers
+    from uld.data import load_task
+    from uld.models import load_tokenizer
+
+    tokenizer = load_tokenizer("default-teacher")
+    if chat:
+        tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n"
+                                   "{% endfor %}<assistant>")
+    calls = {"evaluation": [], "teaching": []}
+
+    def spy(into):
+        def greedy(model, tokenizer, prompts, *, max_new_tokens, add_special_tokens=True, max_length=None):
+            into.extend((prompt, add_special_tokens) for prompt in prompts)
+            return ["an answer"] * len(prompts)
+        return greedy
+
+    rows, pool = load_task("extractive_qa", "test", limit=5), load_task("extractive_qa", "train", limit=20)
+    monkeypatch.setattr(uld.generation, "greedy_first_lines", spy(calls["evaluation"]))
+    monkeypatch.setattr(uld.teacher_answers, "greedy_first_lines", spy(calls["teaching"]))
+    answer_questions(None, tokenizer, rows, kind="extractive_qa", prompt="teacher", shots=2, shot_pool=pool)
+    uld.teacher_answers.generate_teacher_answers(None, tokenizer, rows, kind="extractive_qa", run_dir=tmp_path,
+                                                 shots=2, shot_pool=pool, progress=False)
+    assert calls["evaluation"] == calls["teaching"] and len(calls["evaluation"]) == 5
+    assert all(special is not chat for _, special in calls["evaluation"])
+    assert chat == calls["evaluation"][0][0].startswith(tokenizer.bos_token)

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from uld.data import load_task
-from uld.evaluation import answer_questions, score_answers
+from uld.generation import answer_questions
+from uld.metrics import score_answers
 from uld.models import load_model, load_tokenizer
 from uld.task_teachers import FIRST_INDEX, TeacherRecipe, fresh_records, materialise_task_teacher, train_task_teacher
 

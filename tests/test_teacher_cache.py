@@ -11,7 +11,8 @@ from transformers import TrainingArguments
 from uld import TokenKLLoss, ULDLoss
 from uld.data import collate
 from uld.models import load_model
-from uld.teacher_cache import SortedTeacher, TeacherCache, build_teacher_cache, sorted_answer_rows
+from uld.loss import SortedTeacher
+from uld.teacher_cache import TeacherCache, build_teacher_cache, sorted_answer_rows
 from uld.trainer import DistillationTrainer, PairCollator, build_pairs
 
 TEACHER_VOCAB = 1355  # default-teacher: restricted Llama SentencePiece, 1,354 pieces and a pad token

@@ -8,7 +8,7 @@ from transformers import TrainingArguments
 
 from uld import ULDLoss
 from uld.data import load_task
-from uld.evaluation import answer_questions
+from uld.generation import answer_questions
 from uld.models import load_model
 from uld.trainer import DistillationTrainer, PairCollator, build_pairs
 

@@ -132,7 +132,7 @@ assert all(spec.kind in KINDS for spec in TASKS.values())
 
 
 def load_task(name: str, split: str, limit: int | None = None, source: str | Path | None = None,
-              cache_dir: str | Path | None = None):
+              datasets_cache: str | Path | None = None):
     """One split of a task as a `datasets.Dataset` with columns ``id, context, question, answers``.
 
     Args:
@@ -140,7 +140,8 @@ def load_task(name: str, split: str, limit: int | None = None, source: str | Pat
         split: ``train``, ``validation``, ``test``, or ``eval`` for the paper's evaluation split.
         limit: keep the first ``limit`` rows.
         source: a local copy of a hub task (``save_to_disk`` folder or data files).
-        cache_dir: a `datasets` cache holding the hub task (used offline too).
+        datasets_cache: a folder of the `datasets` library's cache holding the hub task (read
+            offline too); not the kit's own folder (`uld.storage.cache_dir`).
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
@@ -153,7 +154,7 @@ def load_task(name: str, split: str, limit: int | None = None, source: str | Pat
     elif spec.embedded:
         dataset = _from_embedded(spec, split)
     else:
-        dataset = _from_hub(spec, split, cache_dir)
+        dataset = _from_hub(spec, split, datasets_cache)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     dataset.info.description = json.dumps({"task": name, "kind": spec.kind, "metric": spec.metric, "split": split})
@@ -172,7 +173,7 @@ def _from_embedded(spec: TaskSpec, split: str):
     return Dataset.from_list([{column: row[column] for column in COLUMNS} for row in rows])
 
 
-def _from_hub(spec: TaskSpec, split: str, cache_dir=None):
+def _from_hub(spec: TaskSpec, split: str, datasets_cache=None):
     import datasets
 
     if split not in spec.hub_splits:
@@ -180,7 +181,7 @@ def _from_hub(spec: TaskSpec, split: str, cache_dir=None):
     config, expression = spec.hub_splits[split]
     try:
         raw = datasets.load_dataset(spec.hub_id, config, split=expression,
-                                    cache_dir=str(cache_dir) if cache_dir is not None else None)
+                                    cache_dir=str(datasets_cache) if datasets_cache is not None else None)
     except Exception as failure:
         reason = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the datasets cache" \
             if hub_offline("HF_DATASETS_OFFLINE") else f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
@@ -188,7 +189,7 @@ def _from_hub(spec: TaskSpec, split: str, cache_dir=None):
             f"{spec.name} needs the Hugging Face hub ({spec.hub_id}): {reason}. "
             f"Give a local copy instead (a run's config: task_source: path/to/copy, or --set "
             f"task_source=path/to/copy; in Python: load_task({spec.name!r}, {split!r}, source='path/to/copy')) "
-            f"or a datasets cache that holds it (task_cache_dir, cache_dir=)"
+            f"or a datasets cache that holds it (task_datasets_cache, datasets_cache=)"
         ) from None
     return _converted(spec, raw)
 

@@ -100,7 +100,7 @@ def own_answer_confidence(model, tokenizer, rows, kind: str) -> tuple[dict, list
     those tokens whose top-1 probability exceeds 0.9, and every row's answer (stripped; empty
     where it gave none), so that they can also be scored.
     """
-    from uld.evaluation import answer_questions
+    from uld.generation import answer_questions
     from uld.prompts import teacher_prompt
 
     answers = [a.strip() for a in answer_questions(model, tokenizer, rows, kind=kind, prompt="teacher")]

@@ -83,7 +83,7 @@ class DistillConfig:
     never reads):
 
     The run
-        task: the task (`uld.data.TASKS`); ``task_source`` / ``task_cache_dir``: a local
+        task: the task (`uld.data.TASKS`); ``task_source`` / ``task_datasets_cache``: a local
         copy of a hub task or a ``datasets`` cache holding it (offline). method: raw, sft,
         seqkd, uld or kl (`uld.methods`). teacher, student: kit model names, hub ids or
         folders (`uld.models.load_model`). out: the run's folder. seed: the Trainer's seed
@@ -117,7 +117,7 @@ class DistillConfig:
 
     task: str = "extractive_qa"
     task_source: str | None = None  # a local copy of a hub task (a save_to_disk folder or data files): offline
-    task_cache_dir: str | None = None  # a datasets cache that holds the hub task
+    task_datasets_cache: str | None = None  # a datasets cache that holds the hub task
     method: str = "uld"  # raw, sft, seqkd, uld, kl
     teacher: str = "default-teacher"
     student: str = "default-student"
@@ -236,7 +236,7 @@ class _Data(NamedTuple):
     spec: object  # the task's `uld.data.TaskSpec`
     train: object  # `datasets.Dataset` of training questions
     evaluation: object  # `datasets.Dataset` the student is scored on
-    where: dict  # where the task's data comes from (`load_task`'s source and cache_dir)
+    where: dict  # where the task's data comes from (`load_task`'s source and datasets_cache)
 
 
 class _Student(NamedTuple):
@@ -272,7 +272,7 @@ def _load_data(config: DistillConfig) -> _Data:
     """The training questions (``train_limit``, then ``train_fraction``) and the evaluation ones."""
     from uld.data import TASKS, load_task
 
-    where = {"source": config.task_source, "cache_dir": config.task_cache_dir}
+    where = {"source": config.task_source, "datasets_cache": config.task_datasets_cache}
     train = load_task(config.task, "train", limit=config.train_limit, **where)
     if config.train_fraction < 1:
         train = train.select(range(max(1, int(len(train) * config.train_fraction))))
@@ -330,7 +330,8 @@ def _train(config: DistillConfig, data: _Data, student: _Student, teacher: _Prep
 
     from uld.data import load_task
     from uld.loss import TokenKLLoss, ULDLoss
-    from uld.trainer import DistillationTrainer, HeldOutScore, PairCollator, build_pairs
+    from uld.evaluation import HeldOutScore
+    from uld.trainer import DistillationTrainer, PairCollator, build_pairs
 
     evaluating = config.eval_steps is not None
     args = TrainingArguments(output_dir=str(run / "checkpoints"), num_train_epochs=config.epochs,
@@ -374,7 +375,8 @@ def _train(config: DistillConfig, data: _Data, student: _Student, teacher: _Prep
 
 def _evaluate(config: DistillConfig, data: _Data, student: _Student, echo) -> tuple[list, dict]:
     """The student's greedy answers to the evaluation questions, and their scores."""
-    from uld.evaluation import answer_questions, score_answers
+    from uld.generation import answer_questions
+    from uld.metrics import score_answers
 
     echo(f"evaluating on {len(data.evaluation)} {data.spec.eval_split} questions")
     predictions = answer_questions(student.model, student.tokenizer, data.evaluation, kind=data.spec.kind,

@@ -1,9 +1,11 @@
 """Evaluation in one place: a model's greedy answers to a task's questions, scored and written.
 
-Students answer their zero-shot plain prompt; teachers their own prompt (the instruction,
-``shots`` examples from the training split, then the question), as they answer when they
-teach. The same functions serve the distillation runs, the held-out score during
-training, the task teachers' validation and the command line:
+Every score in the kit is `uld.generation.answer_questions` (greedy first lines) scored by
+`uld.metrics.score_answers`; this module puts them to work for a named model
+(`evaluate_model`, the command line), for a run's student (``predictions.jsonl``, read back
+by the comparisons) and during training (`HeldOutScore`). Students answer their zero-shot
+plain prompt; teachers their own prompt (the instruction, ``shots`` examples from the
+training split, then the question), as they answer when they teach:
 
     python -m uld evaluate --model teacher-extractive_qa --task extractive_qa --out runs/eval-teacher
     python -m uld evaluate --model default-student --task extractive_qa --tasks-dir /tmp/tasks-seed7 --out runs/x
@@ -17,55 +19,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from uld.storage import write_atomically
 
-__all__ = ["PROMPTS", "answer_questions", "score_answers", "write_predictions", "read_predictions", "model_prompt",
-           "evaluate_model"]
-
-PROMPTS = ("student", "teacher")
-
-
-def answer_questions(model, tokenizer, rows, *, kind: str, prompt: str = "student", shots: int = 0, shot_pool=None,
-                     seed: int = 0, batch_size: int = 16, max_new_tokens: int = 48, max_length: int = 512) -> list[str]:
-    """Greedy first-line answers to ``rows`` (columns ``id, context, question``), one per row.
-
-    ``prompt="student"``: the plain zero-shot prompt (`uld.prompts.student_prompt`);
-    ``prompt="teacher"``: the teacher's prompt with ``shots`` examples from ``shot_pool``,
-    drawn per row exactly as when the teacher answers training questions.
-    """
-    from uld.generation import greedy_first_lines
-    from uld.prompts import shots_for_row, student_prompt, teacher_prompt
-
-    if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
-    pool = list(shot_pool) if shots else []
-
-    def render(index: int, row: dict) -> str:
-        if prompt == "student":
-            return student_prompt(kind, row["context"], row["question"])
-        chosen = shots_for_row(pool, shots, seed, index, row["id"]) if shots else []
-        return teacher_prompt(tokenizer, kind, row["context"], row["question"], chosen)
-
-    answers = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows.select(range(start, min(start + batch_size, len(rows))))
-        prompts = [render(start + offset, row) for offset, row in enumerate(chunk)]
-        answers += greedy_first_lines(model, tokenizer, prompts, max_new_tokens=max_new_tokens, max_length=max_length)
-    return answers
-
-
-def score_answers(task: str, predictions: list[str], references: list[list[str]]) -> dict:
-    """``{metric: value}`` for ``task`` (its metric, plus ``em`` for question answering), 0-100."""
-    from uld.data import TASKS
-    from uld.metrics import exact_match, score
-
-    spec = TASKS[task]
-    scores = {spec.metric: score(spec.metric, predictions, references)}
-    if spec.kind != "summarization":
-        scores["em"] = exact_match(predictions, references)
-    return scores
+__all__ = ["HeldOutScore", "write_predictions", "read_predictions", "model_prompt", "evaluate_model"]
 
 
 def write_predictions(folder: Path, rows, predictions: list[str]) -> None:
@@ -104,6 +63,8 @@ def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir
     ``prompt`` defaults to `model_prompt`.
     """
     from uld.data import TASKS, load_task
+    from uld.generation import answer_questions
+    from uld.metrics import score_answers
     from uld.models import default_device, fit_embeddings, load_model, load_tokenizer
 
     if task not in TASKS:
@@ -133,3 +94,26 @@ def evaluate_model(model: str, task: str, out, *, split: str = "test", tasks_dir
     write_atomically(Path(out) / "metrics.json", json.dumps(results, indent=2))
     echo(f"{model}: {', '.join(f'{k} {v:.2f}' for k, v in scores.items())}")
     return results
+
+
+@dataclass
+class HeldOutScore:
+    """The task metric of the student's greedy answers on held-out ``rows``.
+
+    ``HeldOutScore(rows, kind, metric, tokenizer)(model) -> float`` (e.g. F1 in percent).
+    """
+
+    rows: object  # a datasets.Dataset with id, context, question, answers
+    kind: str
+    metric: str
+    tokenizer: object
+    max_new_tokens: int = 150
+    max_length: int = 512
+
+    def __call__(self, model) -> float:
+        from uld.generation import answer_questions
+        from uld.metrics import score
+
+        predictions = answer_questions(model, self.tokenizer, self.rows, kind=self.kind,
+                                       max_new_tokens=self.max_new_tokens, max_length=self.max_length)
+        return score(self.metric, predictions, self.rows["answers"])

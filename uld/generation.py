@@ -1,7 +1,10 @@
 """Greedy answers: the first line of what a model writes after each prompt.
 
 Shared by the teacher (answering training questions) and the student (answering
-evaluation questions), decoder or encoder-decoder alike.
+evaluation questions), decoder or encoder-decoder alike. `answer_questions` is how every
+model in the kit answers a task's questions (evaluation, the held-out score, the task
+teachers' validation); `uld.teacher_answers` writes the teacher's training answers with the
+same prompts, one journaled batch at a time.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import torch
 
 from uld.prompts import first_line
 
-__all__ = ["greedy_first_lines"]
+__all__ = ["greedy_first_lines", "answer_questions", "PROMPTS"]
 
 
 def greedy_first_lines(model, tokenizer, prompts: list[str], *, max_new_tokens: int, add_special_tokens: bool = True,
@@ -37,3 +40,35 @@ def greedy_first_lines(model, tokenizer, prompts: list[str], *, max_new_tokens: 
     if not model.config.is_encoder_decoder:
         output = output[:, encoded["input_ids"].shape[1]:]
     return [first_line(text) for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+
+
+PROMPTS = ("student", "teacher")
+
+
+def answer_questions(model, tokenizer, rows, *, kind: str, prompt: str = "student", shots: int = 0, shot_pool=None,
+                     seed: int = 0, batch_size: int = 16, max_new_tokens: int = 48, max_length: int = 512) -> list[str]:
+    """Greedy first-line answers to ``rows`` (columns ``id, context, question``), one per row.
+
+    ``prompt="student"``: the plain zero-shot prompt (`uld.prompts.student_prompt`);
+    ``prompt="teacher"``: the teacher's prompt with ``shots`` examples from ``shot_pool``,
+    drawn per row exactly as when the teacher answers training questions.
+    """
+    from uld.prompts import shots_for_row, student_prompt, teacher_prompt
+
+    if prompt not in PROMPTS:
+        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
+    pool = list(shot_pool) if shots else []
+
+    def render(index: int, row: dict) -> str:
+        if prompt == "student":
+            return student_prompt(kind, row["context"], row["question"])
+        chosen = shots_for_row(pool, shots, seed, index, row["id"]) if shots else []
+        return teacher_prompt(tokenizer, kind, row["context"], row["question"], chosen)
+
+    answers = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+        prompts = [render(start + offset, row) for offset, row in enumerate(chunk)]
+        answers += greedy_first_lines(model, tokenizer, prompts, max_new_tokens=max_new_tokens, max_length=max_length,
+                                      add_special_tokens=prompt == "student" or not tokenizer.chat_template)
+    return answers

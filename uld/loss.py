@@ -16,7 +16,7 @@ computation itself is `uld.kernel`'s.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -26,10 +26,41 @@ from uld.alignment import (ALIGNMENTS, Alignment, AnswerSpans, SharedVocabulary,
 from uld.distance import compute_dtype, describe
 from uld.kernel import RowPlan, ULDRows, flat, flat_rows
 
-if TYPE_CHECKING:
-    from uld.teacher_cache import SortedTeacher
+__all__ = ["ULDLoss", "ULDOutput", "TokenKLLoss", "SortedTeacher"]
 
-__all__ = ["ULDLoss", "ULDOutput", "TokenKLLoss"]
+
+class SortedTeacher(NamedTuple):
+    """A batch of teacher answers as sorted probabilities: what `ULDLoss.from_sorted_teacher`
+    reads (`uld.teacher_cache` stores and batches them).
+
+    ``head [N, k]``: the ``k`` largest probabilities of each answer position, decreasing;
+    ``tail [N]``: the mass outside them; ``sizes [B]``: answer positions per sample (rows
+    of ``head`` in sample order, EOS included when the teacher's answer has one);
+    ``rounding [N]`` (optional): a bound on the L1 change the head and tail took when
+    stored, added to the loss's error bound; ``index [N, k]`` (optional): the token id of
+    each head probability, which token-level KL on a shared vocabulary needs (ULD does not).
+    """
+
+    head: Tensor
+    tail: Tensor
+    sizes: Tensor
+    rounding: Tensor | None = None
+    index: Tensor | None = None
+
+    def check(self, batch: int) -> None:
+        """Raise ``ValueError`` unless this describes ``batch`` samples consistently."""
+        if self.head.dim() != 2 or not self.head.is_floating_point():
+            raise ValueError(f"teacher head must be a float tensor [rows, k], got shape {tuple(self.head.shape)}")
+        if tuple(self.tail.shape) != (self.head.shape[0],):
+            raise ValueError(f"teacher tail must have one value per head row ({self.head.shape[0]}), "
+                             f"got shape {tuple(self.tail.shape)}")
+        if tuple(self.sizes.shape) != (batch,):
+            raise ValueError(f"teacher sizes must have one entry per sample ({batch}), got shape {tuple(self.sizes.shape)}")
+        if int(self.sizes.sum()) != self.head.shape[0] or bool((self.sizes < 0).any()):
+            raise ValueError(f"teacher sizes sum to {int(self.sizes.sum())} but the head has {self.head.shape[0]} rows")
+        if self.index is not None and tuple(self.index.shape) != tuple(self.head.shape):
+            raise ValueError(f"teacher index must have the head's shape {tuple(self.head.shape)}, "
+                             f"got {tuple(self.index.shape)}")
 
 
 class ULDOutput(NamedTuple):
@@ -49,7 +80,10 @@ class ULDLoss(nn.Module):
     """Cross-entropy on the student plus lambda times ULD against the teacher.
 
     Args:
-        distillation_weight: lambda, the weight of the ULD term (the paper uses 1.5).
+        distillation_weight: lambda, the weight of the ULD term. The loss defaults to 1.0, the
+            neutral weight of a building block; the paper trains with 1.5
+            (`uld.methods.PAPER_DISTILLATION_WEIGHT`), which is what `uld.distill.DistillConfig`
+            and the command line default to.
         crossentropy_weight: weight of the student's cross-entropy.
         student_temperature, teacher_temperature: softmax temperatures (> 0).
         skip_student_eos, skip_teacher_eos: leave that side's last answer token (its EOS)
@@ -172,7 +206,7 @@ class ULDLoss(nn.Module):
         return self._loss(student_logits, student_labels, teacher_logits, aligned, teacher_tail=None, top_k=self.top_k)
 
     def from_sorted_teacher(
-        self, student_logits: Tensor, student_labels: Tensor, teacher: "SortedTeacher",
+        self, student_logits: Tensor, student_labels: Tensor, teacher: SortedTeacher,
         student_is_encoder_decoder: bool = False,
     ) -> ULDOutput:
         """The loss against a teacher given only by its sorted probabilities (`uld.teacher_cache`).
@@ -185,7 +219,7 @@ class ULDLoss(nn.Module):
         vocabulary; otherwise within the bound this loss reports, which also covers the
         head's storage rounding (``teacher.rounding [N]``). No gradient reaches the teacher.
 
-        >>> from uld.teacher_cache import SortedTeacher
+        >>> from uld.loss import SortedTeacher
         >>> teacher = SortedTeacher(torch.tensor([[0.5, 0.5], [1.0, 0.0]]), torch.zeros(2), torch.tensor([2]))
         >>> student, labels = torch.zeros(1, 3, 4), torch.tensor([[-100, 1, 2]])
         >>> out = ULDLoss(crossentropy_weight=0).from_sorted_teacher(student, labels, teacher)
@@ -290,7 +324,7 @@ class ULDLoss(nn.Module):
             pairs[b].append((s, t))
         return pairs
 
-    def _cached_teacher_spans(self, teacher: "SortedTeacher", device) -> AnswerSpans:
+    def _cached_teacher_spans(self, teacher: SortedTeacher, device) -> AnswerSpans:
         """Each sample's answer rows in a cached teacher's head (``teacher.sizes`` of them in
         order, the EOS row left out when ``skip_teacher_eos``)."""
         sizes = teacher.sizes.to(device=device, dtype=torch.long)
@@ -406,7 +440,7 @@ class TokenKLLoss(ULDLoss):
         zero = torch.zeros((), dtype=dtype, device=student_logits.device)
         return ULDOutput(crossentropy + distillation, crossentropy, distillation, zero)
 
-    def from_sorted_teacher(self, student_logits: Tensor, student_labels: Tensor, teacher: "SortedTeacher",
+    def from_sorted_teacher(self, student_logits: Tensor, student_labels: Tensor, teacher: SortedTeacher,
                             student_is_encoder_decoder: bool = False) -> ULDOutput:
         """Token-level KL against a cached teacher (`uld.teacher_cache`, built with ``token_ids=True``).
 
@@ -421,7 +455,7 @@ class TokenKLLoss(ULDLoss):
         ``distillation_error_bound`` is 0 when every tail is empty and ``inf`` (no bound)
         otherwise. A token id outside the student's vocabulary raises ``ValueError``.
 
-        >>> from uld.teacher_cache import SortedTeacher
+        >>> from uld.loss import SortedTeacher
         >>> teacher = SortedTeacher(torch.tensor([[1.0]]), torch.zeros(1), torch.tensor([1]), index=torch.tensor([[1]]))
         >>> student, labels = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]]), torch.tensor([[-100, 1]])
         >>> TokenKLLoss(crossentropy_weight=0, distillation_weight=1).from_sorted_teacher(student, labels, teacher).distillation

@@ -19,7 +19,7 @@ import string
 from collections import Counter
 
 __all__ = ["normalise_answer", "squad_f1", "exact_match", "rouge_lsum", "bertscore_f1", "score", "per_example",
-           "top_answer_share", "METRICS"]
+           "top_answer_share", "score_answers", "METRICS"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
@@ -155,3 +155,14 @@ def top_answer_share(predictions: list[str]) -> tuple[str, float]:
         raise ValueError("no predictions to count")
     answer, count = Counter(normalise_answer(p) for p in predictions).most_common(1)[0]
     return answer, count / len(predictions)
+
+
+def score_answers(task: str, predictions: list[str], references: list[list[str]]) -> dict:
+    """``{metric: value}`` for ``task`` (its metric, plus ``em`` for question answering), 0-100."""
+    from uld.data import TASKS
+
+    spec = TASKS[task]
+    scores = {spec.metric: score(spec.metric, predictions, references)}
+    if spec.kind != "summarization":
+        scores["em"] = exact_match(predictions, references)
+    return scores

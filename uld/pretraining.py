@@ -95,7 +95,7 @@ def pretrain_student(name: str, folder: Path, recipe: PretrainingRecipe = Pretra
     continues from it on the same texts (a second stage, its schedule restarted); the
     base's record is kept as ``continued_from``.
     """
-    from uld.models import load_model, load_tokenizer, save_model_folder
+    from uld.model_files import base_folder, open_model, open_tokenizer, save_model_folder
     from uld.training_loop import train_steps
 
     if name not in PRETRAINED_STUDENTS:
@@ -104,7 +104,8 @@ def pretrain_student(name: str, folder: Path, recipe: PretrainingRecipe = Pretra
     base = PRETRAINED_STUDENTS[name]
     earlier = _earlier_stage(name, recipe.base) if recipe.base else None
     start = recipe.base or base
-    tokenizer, model = load_tokenizer(start, cache), load_model(start, cache=cache)
+    start_folder = base_folder(start, cache)
+    tokenizer, model = open_tokenizer(start_folder, start), open_model(start_folder, start)
     count = recipe.steps * recipe.batch_size
     examples = pretraining_examples(tokenizer, count + HELD_OUT, recipe.max_length)
     training, held_out = examples[:count], examples[count:]

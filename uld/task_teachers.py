@@ -59,7 +59,7 @@ class TeacherRecipe(Schedule):
     """How a task teacher is trained: the `Schedule` (steps, batch size, learning rate, ...)
     and what it trains on. The defaults take about 6 minutes on 2 CPU cores."""
 
-    base: str = "default-teacher"  # a kit model or a folder: a trained teacher's continues its training
+    base: str = "default-teacher"  # a tiny model or a folder: a trained teacher's folder continues its training
     max_length: int = 512
     validation_rows: int = 100
     questions_per_context: int = 8  # answered in one training text: the paragraph is read once for all
@@ -92,7 +92,7 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
     (``command``, the command line that asked for it, is recorded in its ``uld.json``; when
     the base is itself a trained teacher, its record is kept there as ``continued_from``)."""
     from uld.data import TASKS
-    from uld.models import load_model, load_tokenizer, resolve_model, save_model_folder
+    from uld.model_files import base_folder, open_model, open_tokenizer, save_model_folder
     from uld.training_loop import language_model_loss, train_steps
 
     if task not in TASK_TEACHERS.values():
@@ -100,7 +100,8 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
                          f"not {task!r}")
     started = time.perf_counter()
     kind = TASKS[task].kind
-    tokenizer, model = load_tokenizer(recipe.base, cache), load_model(recipe.base, cache=cache)
+    base = base_folder(recipe.base, cache)
+    tokenizer, model = open_tokenizer(base, recipe.base), open_model(base, recipe.base)
     examples = _training_examples(task, kind, recipe, tokenizer)
     scratch = Path(folder).with_name(Path(folder).name + ".partial")
     curve = train_steps(model, examples, schedule=recipe, pad_token_id=tokenizer.pad_token_id,
@@ -113,7 +114,7 @@ def train_task_teacher(task: str, folder: Path, recipe: TeacherRecipe = TeacherR
     record = {"name": f"teacher-{task}", "task": task, "role": "teacher", "recipe": asdict(recipe),
               "trained_examples": len(examples), "seconds": round(time.perf_counter() - started, 1),
               "validation": scores, "curve": curve, "shots": 0, "command": command}
-    base_record = Path(resolve_model(recipe.base, cache)) / "uld.json"
+    base_record = Path(base) / "uld.json"
     earlier = json.loads(base_record.read_text()) if base_record.exists() else {}
     if "curve" in earlier:  # the base is a trained task teacher: keep its recipe, curve and command
         record["continued_from"] = earlier
@@ -180,7 +181,8 @@ def _question_sequence(tokenizer, kind: str, context: str, questions: list[tuple
 
 def _validation_scores(model, tokenizer, task, kind, rows) -> dict:
     from uld.data import load_task
-    from uld.evaluation import answer_questions, score_answers
+    from uld.generation import answer_questions
+    from uld.metrics import score_answers
 
     validation = load_task(task, "validation", limit=rows)
     predictions = answer_questions(model, tokenizer, validation, kind=kind, prompt="teacher", batch_size=25)

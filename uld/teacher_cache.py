@@ -26,7 +26,7 @@ vocabulary (the positive control) needs to know which token each probability bel
 built with ``token_ids=True`` the cache keeps those too (``6 k + 4`` bytes a token, 1,540 at k = 256).
 
     cache = build_teacher_cache(teacher, pairs, "runs/x/teacher_cache", top_k=256)
-    batch = cache.rows([0, 5, 7])          # a SortedTeacher for ULDLoss.from_sorted_teacher
+    batch = cache.rows([0, 5, 7])          # a uld.loss.SortedTeacher for ULDLoss.from_sorted_teacher
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,45 +44,13 @@ from torch import Tensor
 from uld.alignment import shift_labels
 from uld.storage import write_atomically
 from uld.distance import top_k_and_tail_mass
+from uld.loss import SortedTeacher
 
-__all__ = ["SortedTeacher", "TeacherCache", "build_teacher_cache", "answer_logits", "sorted_answer_rows", "pairs_fingerprint",
+__all__ = ["TeacherCache", "build_teacher_cache", "answer_logits", "sorted_answer_rows", "pairs_fingerprint",
            "CACHE_DTYPES"]
 
 FORMAT = 1
 CACHE_DTYPES = ("float16", "float32")
-
-
-class SortedTeacher(NamedTuple):
-    """A batch of teacher answers as sorted probabilities.
-
-    ``head [N, k]``: the ``k`` largest probabilities of each answer position, decreasing;
-    ``tail [N]``: the mass outside them; ``sizes [B]``: answer positions per sample (rows
-    of ``head`` in sample order, EOS included when the teacher's answer has one);
-    ``rounding [N]`` (optional): a bound on the L1 change the head and tail took when
-    stored, added to the loss's error bound; ``index [N, k]`` (optional): the token id of
-    each head probability, which token-level KL on a shared vocabulary needs (ULD does not).
-    """
-
-    head: Tensor
-    tail: Tensor
-    sizes: Tensor
-    rounding: Tensor | None = None
-    index: Tensor | None = None
-
-    def check(self, batch: int) -> None:
-        """Raise ``ValueError`` unless this describes ``batch`` samples consistently."""
-        if self.head.dim() != 2 or not self.head.is_floating_point():
-            raise ValueError(f"teacher head must be a float tensor [rows, k], got shape {tuple(self.head.shape)}")
-        if tuple(self.tail.shape) != (self.head.shape[0],):
-            raise ValueError(f"teacher tail must have one value per head row ({self.head.shape[0]}), "
-                             f"got shape {tuple(self.tail.shape)}")
-        if tuple(self.sizes.shape) != (batch,):
-            raise ValueError(f"teacher sizes must have one entry per sample ({batch}), got shape {tuple(self.sizes.shape)}")
-        if int(self.sizes.sum()) != self.head.shape[0] or bool((self.sizes < 0).any()):
-            raise ValueError(f"teacher sizes sum to {int(self.sizes.sum())} but the head has {self.head.shape[0]} rows")
-        if self.index is not None and tuple(self.index.shape) != tuple(self.head.shape):
-            raise ValueError(f"teacher index must have the head's shape {tuple(self.head.shape)}, "
-                             f"got {tuple(self.index.shape)}")
 
 
 def answer_logits(model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *alongside: Tensor,

@@ -29,12 +29,12 @@ from transformers import Trainer
 
 from uld.data import collate, encode_decoder, encode_encoder_decoder, side_fields
 from uld.diagnostics import mean_answer_entropy
-from uld.loss import ULDLoss
+from uld.loss import SortedTeacher, ULDLoss
 from uld.methods import METHODS
 from uld.prompts import shots_for_row, student_prompt, teacher_prompt
-from uld.teacher_cache import SortedTeacher, TeacherCache, answer_logits
+from uld.teacher_cache import TeacherCache, answer_logits
 
-__all__ = ["build_pairs", "PairCollator", "DistillationTrainer", "HeldOutScore"]
+__all__ = ["build_pairs", "PairCollator", "DistillationTrainer"]
 
 
 def build_pairs(rows, *, kind: str, method: str, student_tokenizer, teacher_tokenizer=None,
@@ -147,10 +147,12 @@ class DistillationTrainer(Trainer):
     With ``teacher=None`` it is plain cross-entropy training (``sft``, ``seqkd``). Logs
     ``crossentropy``, ``distillation`` and ``entropy`` (the student's mean entropy in nats
     on the answer tokens it is trained on: `uld.diagnostics`) beside ``loss``.
+    ``held_out_score`` (a `uld.evaluation.HeldOutScore`, or any callable model -> number with
+    a ``metric`` name) is measured at each evaluation.
     """
 
     def __init__(self, *args, teacher=None, loss_fn: ULDLoss | None = None, student_is_encoder_decoder=False,
-                 teacher_is_encoder_decoder=False, held_out_score: "HeldOutScore | None" = None, **kwargs):
+                 teacher_is_encoder_decoder=False, held_out_score=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.held_out_score = held_out_score
         cached = getattr(self.data_collator, "teacher_cache", None) is not None
@@ -239,26 +241,3 @@ class DistillationTrainer(Trainer):
                 logs[name] = round(sum(values) / len(values), 6)
                 values.clear()
         super().log(logs, *args, **kwargs)
-
-
-@dataclass
-class HeldOutScore:
-    """The task metric of the student's greedy answers on held-out ``rows``.
-
-    ``HeldOutScore(rows, kind, metric, tokenizer)(model) -> float`` (e.g. F1 in percent).
-    """
-
-    rows: object  # a datasets.Dataset with id, context, question, answers
-    kind: str
-    metric: str
-    tokenizer: object
-    max_new_tokens: int = 150
-    max_length: int = 512
-
-    def __call__(self, model) -> float:
-        from uld.evaluation import answer_questions
-        from uld.metrics import score
-
-        predictions = answer_questions(model, self.tokenizer, self.rows, kind=self.kind,
-                                       max_new_tokens=self.max_new_tokens, max_length=self.max_length)
-        return score(self.metric, predictions, self.rows["answers"])
