@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from uld.experiments import PROJECT, Run, compare, find_grid, scores_table, select
+from uld.experiments import PROJECT, Run, compare, find_grid, load_recipe, scores_table, select
 
 
 def finished_run(folder, method: str, train_limit: int, seed: int, right: int, questions: int = 60) -> Run:
@@ -55,6 +55,15 @@ def test_grid_files_are_found_from_the_project_root(tmp_path, monkeypatch):
     assert find_grid("configs/grids/cpu.yaml") == PROJECT / "configs" / "grids" / "cpu.yaml"
     (tmp_path / "mine.yaml").write_text("grid: {}")
     assert find_grid("mine.yaml") == Path("mine.yaml")  # read from the working folder
+
+
+def test_a_notebook_starts_from_the_cpu_recipe_wherever_it_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe("configs/recipes/cpu.yaml")
+    assert recipe["teacher"] == "teacher-extractive_qa" and recipe["learning_rate"] == 0.002
+    (tmp_path / "mine.yaml").write_text("epochs: 2\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="mine.yaml: unknown config keys: learning_rat"):
+        load_recipe("mine.yaml")
 
 
 def test_a_run_reads_back_its_predictions(runs):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uld.replicate import load_grid, paper_number, paper_rows, run_grid, summarise
+from uld.replicate import load_grid, paper_number, paper_rows, read_recipe, run_grid, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(task="extractive_qa", teacher="default-teacher", teacher_shots=0, train_limit=8, eval_limit=4, epochs=1,
@@ -194,6 +194,31 @@ def test_a_preset_replaces_the_axes_it_names_and_adds_the_rest_to_base(tmp_path)
         load_grid(grid_file(tmp_path, {"seed": [0]}), "small")
     with pytest.raises(ValueError, match="unknown config keys in base: epoch"):
         load_grid(grid_file(tmp_path, {"seed": [0]}, presets={"x": {"epoch": 1}}), "x")
+
+
+def test_a_recipe_is_where_base_starts_and_base_wins(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "r.yaml").write_text("learning_rate: 0.5\nepochs: 7\nweight_decay: 0.25\n")
+    path = grid_file(tmp_path, {"seed": [0]}, base={"epochs": 1}, recipe="recipes/r.yaml")
+    base = load_grid(path).base
+    assert (base["learning_rate"], base["weight_decay"], base["epochs"]) == (0.5, 0.25, 1)
+    (tmp_path / "recipes" / "bad.yaml").write_text("learning_rate: 0.5\nepoch: 7\n")
+    with pytest.raises(ValueError, match="bad.yaml: unknown config keys: epoch"):
+        load_grid(grid_file(tmp_path, {"seed": [0]}, recipe="recipes/bad.yaml"))
+    with pytest.raises(ValueError, match="missing.yaml does not exist"):
+        load_grid(grid_file(tmp_path, {"seed": [0]}, recipe="recipes/missing.yaml"))
+
+
+def test_the_cpu_recipe_is_written_once_and_read_by_the_cpu_grids():
+    recipe = read_recipe(ROOT / "configs" / "recipes" / "cpu.yaml")
+    for name in ("cpu", "control", "fixes"):
+        path = ROOT / "configs" / "grids" / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text())
+        assert data["recipe"] == "../recipes/cpu.yaml" and not set(recipe) & set(data["base"]) - {"teacher_cache"}
+        grid = load_grid(path, "cpu" if data.get("presets") else None)
+        assert {key: grid.base[key] for key in recipe if key != "teacher_cache"} == \
+            {key: value for key, value in recipe.items() if key != "teacher_cache"}
+    assert load_grid(ROOT / "configs" / "grids" / "fixes.yaml", "cpu").base["teacher_cache"] is False  # fixes: live
 
 
 def test_the_ci_grid_runs_through_the_cli(tmp_path):

@@ -6,7 +6,8 @@
     compare(runs, "uld", "seqkd")          # paired interval and verdict: above, below, inconclusive
 
 `run_experiment` is `uld.replicate` on a grid given in code, `run_grid_file` on a grid file
-such as ``configs/grids/cpu.yaml`` (finished cells are reused by both).
+such as ``configs/grids/cpu.yaml`` (finished cells are reused by both); `load_recipe` reads
+the settings the CPU experiments share (``configs/recipes/cpu.yaml``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]  # where configs/ lives in a checkout
 
-__all__ = ["Run", "run_experiment", "run_grid_file", "find_grid", "scores_table", "select", "compare",
+__all__ = ["Run", "run_experiment", "run_grid_file", "find_grid", "load_recipe", "scores_table", "select", "compare",
            "side_by_side"]
 
 
@@ -63,10 +64,19 @@ def run_grid_file(path, out, echo=print, preset: str | None = None) -> list[Run]
 
 
 def find_grid(path) -> Path:
-    """``path`` as given when it exists (or is absolute), else read from the project's root:
-    a notebook finds ``configs/grids/cpu.yaml`` from the ``notebooks`` folder."""
+    """``path`` (a grid or a recipe) as given when it exists (or is absolute), else read from
+    the project's root: a notebook finds ``configs/grids/cpu.yaml`` from ``notebooks``."""
     path = Path(path)
     return path if path.is_absolute() or path.exists() else PROJECT / path
+
+
+def load_recipe(path) -> dict:
+    """The settings of a recipe file such as ``configs/recipes/cpu.yaml`` (found as
+    `find_grid` finds a grid), to start a notebook's ``base`` from:
+    ``{**load_recipe("configs/recipes/cpu.yaml"), "epochs": 3}``."""
+    from uld.replicate import read_recipe
+
+    return read_recipe(find_grid(path))
 
 
 def _finished(grid, out, echo) -> list[Run]:

@@ -12,6 +12,10 @@ A grid file holds ``base`` (`uld.distill.DistillConfig` fields shared by every c
 ``grid`` may also be a list of such mappings: the cells are the union of their products
 (e.g. ``kl`` only for the student that shares the teacher's tokenizer).
 
+``recipe`` names a file of settings that ``base`` starts from (its path relative to the grid
+file, e.g. ``recipe: ../recipes/cpu.yaml``; ``base`` wins where both set a key): one
+recipe shared by several grids and notebooks, written once.
+
 A grid file may also offer ``presets``, named sizes of the same grid (``--preset ci``, ``cpu``,
 ``gpu`` in ``configs/grids/real.yaml``): each a mapping of settings that replace an axis's
 values or join ``base``; see `load_grid`.
@@ -46,7 +50,7 @@ from uld.distill import DistillConfig, finished_metrics
 from uld.locks import one_writer
 from uld.methods import PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings
 
-__all__ = ["Grid", "load_grid", "run_grid", "summarise", "paper_number", "paper_rows", "PAPER_STAND_INS",
+__all__ = ["Grid", "load_grid", "read_recipe", "run_grid", "summarise", "paper_number", "paper_rows", "PAPER_STAND_INS",
            "RESULT_COLUMNS"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,10 +114,14 @@ def load_grid(path, preset: str | None = None) -> Grid:
     from uld.yaml_files import read_mapping
 
     data = read_mapping(path, "base and grid")
-    unknown = set(data) - {"base", "grid", "runner", "description", "presets"}
+    unknown = set(data) - {"base", "grid", "runner", "description", "presets", "recipe"}
     if unknown:
         raise ValueError(f"{path}: unknown grid keys: {', '.join(sorted(unknown))}")
     base, axes = data.get("base") or {}, data.get("grid") or {}
+    if data.get("recipe") is not None:
+        if not isinstance(base, dict):
+            raise ValueError(f"{path}: base must be a mapping")
+        base = {**read_recipe(Path(path).parent / str(data["recipe"])), **base}
     base, axes = _with_preset(path, data.get("presets"), preset, base, axes)
     runner = data.get("runner", "distill")
     if runner not in RUNNERS:
@@ -168,6 +176,21 @@ def _filled(settings: dict) -> dict:
         return {k: v.format(**settings) if isinstance(v, str) and "{" in v else v for k, v in settings.items()}
     except (KeyError, IndexError) as missing:
         raise ValueError(f"a grid value names an unknown setting: {missing}") from None
+
+
+def read_recipe(path) -> dict:
+    """The settings of a recipe file (`uld.distill.DistillConfig` fields), checked by name.
+
+    >>> sorted(read_recipe(ROOT / "configs" / "recipes" / "cpu.yaml"))[:3]
+    ['batch_size', 'learning_rate', 'max_length']
+    """
+    from uld.yaml_files import read_mapping
+
+    settings = read_mapping(path, "DistillConfig settings")
+    unknown = set(settings) - ({f.name for f in fields(DistillConfig)} - {"out", "teacher_outputs"})
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys: {', '.join(sorted(unknown))}")
+    return settings
 
 
 def run_grid(grid: Grid, out, echo=print, progress: bool = True) -> dict:
