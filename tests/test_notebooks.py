@@ -255,6 +255,8 @@ def test_a_failing_notebook_is_reported_and_the_run_goes_on(tmp_path):
     write_notebook(folder / "02_works.ipynb", metrics)
     write_notebook(folder / "03_no_metrics.ipynb", "y = 2")
     out = tmp_path / "out"
+    (out / "03_no_metrics").mkdir(parents=True)
+    (out / "03_no_metrics" / "metrics.json").write_text('{"from": "an earlier run"}')  # not this run's
     done = run_cli("notebooks", "--preset", "ci", "--out", str(out), "--notebooks-dir", str(folder), timeout=300)
     assert done.returncode == 1
     assert "01_fails: failed" in done.stdout and "cell 2 (raise RuntimeError('boom')): RuntimeError: boom" in done.stdout

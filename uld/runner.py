@@ -118,7 +118,10 @@ def run_one(path: Path, preset: str, out: Path, notebooks_dir: Path = NOTEBOOKS_
     import papermill
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").unlink(missing_ok=True)
+    metrics_path = out / "metrics.json"
+    # Left in place (09 reads its finished run from it), but only a file written by this
+    # execution counts as its metrics.
+    before = metrics_path.stat().st_mtime_ns if metrics_path.exists() else None
     parameters = {**preset_parameters(preset, path.stem, notebooks_dir), "output_dir": str(out)}
     start = time.perf_counter()
     error = None
@@ -133,9 +136,9 @@ def run_one(path: Path, preset: str, out: Path, notebooks_dir: Path = NOTEBOOKS_
     except Exception as failure:  # the kernel died, the notebook is unreadable, ...
         error = {"cell": None, "ename": type(failure).__name__, "evalue": _first_line(str(failure))}
     seconds = time.perf_counter() - start
-    metrics_path = out / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    if error is None and not metrics_path.exists():
+    written = metrics_path.exists() and metrics_path.stat().st_mtime_ns != before
+    metrics = json.loads(metrics_path.read_text()) if written else {}
+    if error is None and not written:
         error = {"cell": None, "ename": "MissingMetrics", "evalue": f"{path.stem} wrote no metrics.json"}
     return NotebookResult(path.stem, "ok" if error is None else "failed", round(seconds, 2), metrics, error)
 
