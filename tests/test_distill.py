@@ -39,6 +39,32 @@ def test_a_finished_run_is_kept_unless_asked_and_a_redo_reuses_the_teacher_answe
     assert (tmp_path / "teacher_answers.jsonl").read_text() == journal
 
 
+def test_a_finished_run_keeps_its_student_not_its_checkpoints_and_a_redo_trains_again(tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    from uld.data import load_task
+    from uld.generation import answer_questions
+    from uld.models import load_model, load_tokenizer
+
+    config = DistillConfig(method="sft", out=str(tmp_path), **TINY)
+    first = run_distillation(config, echo=lambda line: None)
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "student" / "config.json").exists()
+    student = str(tmp_path / "student")
+    answers = answer_questions(load_model(student), load_tokenizer(student), load_task("extractive_qa", "eval", limit=6),
+                               kind="extractive_qa", max_new_tokens=6)
+    saved = [json.loads(line)["prediction"] for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert answers == saved  # the folder holds the student that was scored
+    real_step, steps = Trainer.training_step, []
+
+    def counted_step(self, *args, **kwargs):
+        steps.append(self.state.global_step)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", counted_step)
+    again = run_distillation(config, echo=lambda line: None, overwrite=True)
+    assert steps == [0, 1] and again["scores"] == first["scores"]  # trained from the start, not resumed
+
+
 @pytest.mark.parametrize("values, message", [
     (dict(method="magic"), "unknown method 'magic'"),
     (dict(task="trivia"), "unknown task 'trivia'"),

@@ -5,16 +5,21 @@
 
 The config is a YAML file of `DistillConfig` fields; ``--set key=value`` overrides one
 (the value is read as YAML, then checked against the field's type). The run folder gets
-``teacher_answers.jsonl`` (resumable), ``checkpoints/`` (the Trainer's),
-``predictions.jsonl`` and ``metrics.json``, each written whole or not at all; a folder
-that already holds a readable ``metrics.json`` is a finished run and is not overwritten
-unless asked; an unreadable one (a truncated copy, a disk that filled up) marks an
-unfinished run, redone with one line naming the file.
+``teacher_answers.jsonl`` (resumable), ``checkpoints/`` (the Trainer's, while it trains),
+``student/`` (the trained student: weights, config and tokenizer, which `load_model` reads),
+``predictions.jsonl`` and ``metrics.json``, each written whole or not at all. Once the
+metrics are written the checkpoints go: their optimizer state, twice the weights, only
+serves to resume an unfinished run. A folder that already holds a readable
+``metrics.json`` is a finished run and is not overwritten unless asked (then its
+checkpoints, student, predictions and metrics are removed first and it trains from the
+start, reusing the teacher's answers); an unreadable one (a truncated
+copy, a disk that filled up) marks an unfinished run, redone with one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -213,7 +218,8 @@ class DistillConfig:
 def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False, progress: bool = True) -> dict:
     """Run ``config`` and return its metrics (also in ``<out>/metrics.json``), in five stages:
     load the data and the student, prepare the teacher (its answers, the training pairs, its
-    cache), train, evaluate, record.
+    cache), train, evaluate, record (the trained student is kept in ``<out>/student``, the
+    Trainer's checkpoints are removed).
 
     ``progress=False`` hides the progress bars (teacher answers, cache, Trainer, loading).
 
@@ -229,7 +235,12 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
         teacher = _prepare_teacher(config, data, student, run, echo, progress)
         report = {**teacher.report, "log_history": _train(config, data, student, teacher, run, progress)}
     predictions, scores = _evaluate(config, data, student, echo)
-    return _record(config, data, run, predictions, scores, report, started, echo)
+    if config.method != "raw":
+        _save_student(run, student)
+    results = _record(config, data, run, predictions, scores, report, started, echo)
+    if _is_main_process():
+        shutil.rmtree(run / CHECKPOINTS, ignore_errors=True)  # finished: nothing left to resume
+    return results
 
 
 class _Data(NamedTuple):
@@ -263,9 +274,45 @@ def _start(config: DistillConfig, echo, overwrite: bool, progress: bool) -> Path
         transformers.utils.logging.disable_progress_bar()
     set_seed(config.seed)
     run = Path(config.out)
-    if not overwrite and finished_metrics(run, echo) is not None:
-        raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
+    if finished_metrics(run, echo) is not None:
+        if not overwrite:
+            raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
+        _remove_run_files(run)
     return run
+
+
+CHECKPOINTS = "checkpoints"
+TRAINED = ("metrics.json", "predictions.jsonl", "student", CHECKPOINTS)  # what a redo starts without
+
+
+def _remove_run_files(run: Path) -> None:
+    """Remove what training and evaluation wrote in ``run`` (`TRAINED`), so that a redone run
+    trains from the start instead of resuming from the last checkpoint; the teacher's answers
+    and cache are kept (the cache is keyed by what it was built from)."""
+    for name in TRAINED:
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _is_main_process() -> bool:
+    """False on the other ranks of a distributed run (they train, the first one writes)."""
+    import torch.distributed as distributed
+
+    return not (distributed.is_available() and distributed.is_initialized()) or distributed.get_rank() == 0
+
+
+def _save_student(run: Path, student: _Student) -> None:
+    """The trained student as ``run/student``, a folder `uld.models.load_model` reads."""
+    from uld.storage import replaced_folder
+
+    if not _is_main_process():
+        return
+    with replaced_folder(run / "student") as scratch:
+        student.model.save_pretrained(scratch)
+        student.tokenizer.save_pretrained(scratch)
 
 
 def _load_data(config: DistillConfig) -> _Data:
@@ -334,7 +381,7 @@ def _train(config: DistillConfig, data: _Data, student: _Student, teacher: _Prep
     from uld.trainer import DistillationTrainer, PairCollator, build_pairs
 
     evaluating = config.eval_steps is not None
-    args = TrainingArguments(output_dir=str(run / "checkpoints"), num_train_epochs=config.epochs,
+    args = TrainingArguments(output_dir=str(run / CHECKPOINTS), num_train_epochs=config.epochs,
                              per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
                              learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                              lr_scheduler_type="linear", **_warmup(0.1), logging_steps=config.logging_steps,
@@ -368,7 +415,7 @@ def _train(config: DistillConfig, data: _Data, student: _Student, teacher: _Prep
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    resume = any((run / "checkpoints").glob("checkpoint-*"))
+    resume = any((run / CHECKPOINTS).glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
     return trainer.state.log_history
 
