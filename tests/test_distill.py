@@ -39,6 +39,13 @@ def test_a_finished_run_is_kept_unless_asked_and_a_redo_reuses_the_teacher_answe
     assert (tmp_path / "teacher_answers.jsonl").read_text() == journal
 
 
+def test_a_redo_with_another_teacher_refuses_the_first_teachers_answers(tmp_path):
+    run_distillation(DistillConfig(method="seqkd", out=str(tmp_path), **TINY), echo=lambda line: None)
+    changed = DistillConfig(method="seqkd", out=str(tmp_path), **{**TINY, "max_new_tokens": 5})
+    with pytest.raises(ValueError, match="written under other settings \\(max_new_tokens 6 there, 5 here\\)"):
+        run_distillation(changed, echo=lambda line: None, overwrite=True)
+
+
 def test_a_finished_run_keeps_its_student_not_its_checkpoints_and_a_redo_trains_again(tmp_path, monkeypatch):
     from transformers import Trainer
 

@@ -487,15 +487,17 @@ class _LazyTeacher:
 def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: DistillConfig, spec, folder: Path, echo,
                           progress: bool):
     """``train`` with its ``teacher_answer`` column, generating (resumably) what is missing."""
-    from uld.teacher_answers import generate_teacher_answers, load_teacher_answers
+    from uld.teacher_answers import MissingAnswers, answer_settings, generate_teacher_answers, load_teacher_answers
 
+    settings = answer_settings(config.teacher, shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
+                               seed=config.seed, dtype=config.teacher_dtype)
     try:
-        return load_teacher_answers(folder, train)
-    except ValueError:
+        return load_teacher_answers(folder, train, settings)
+    except MissingAnswers:
         echo(f"teacher answers for {len(train)} training questions")
         return generate_teacher_answers(teacher.get(), tokenizer, train, kind=spec.kind, run_dir=folder,
                                         shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
-                                        seed=config.seed, progress=progress)
+                                        seed=config.seed, progress=progress, settings=settings)
 
 
 def _warmup(ratio: float) -> dict:
