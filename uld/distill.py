@@ -12,8 +12,8 @@ metrics are written the checkpoints go: their optimizer state, twice the weights
 serves to resume an unfinished run. A folder that already holds a readable
 ``metrics.json`` is a finished run and is not overwritten unless asked (then its
 checkpoints, student, predictions and metrics are removed first and it trains from the
-start, reusing the teacher's answers); an unreadable one (a truncated
-copy, a disk that filled up) marks an unfinished run, redone with one line naming the file.
+start, reusing the teacher's answers); an unreadable one (a truncated copy, a disk that
+filled up) marks an unfinished run, redone with one line naming the file.
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def _start(config: DistillConfig, echo, overwrite: bool, progress: bool) -> Path
     if finished_metrics(run, echo) is not None:
         if not overwrite:
             raise RunFinished(f"{run} already holds a finished run (metrics.json); pass --overwrite to redo it")
-        _remove_run_files(run)
+        _remove_trained(run)
     return run
 
 
@@ -285,7 +285,7 @@ CHECKPOINTS = "checkpoints"
 TRAINED = ("metrics.json", "predictions.jsonl", "student", CHECKPOINTS)  # what a redo starts without
 
 
-def _remove_run_files(run: Path) -> None:
+def _remove_trained(run: Path) -> None:
     """Remove what training and evaluation wrote in ``run`` (`TRAINED`), so that a redone run
     trains from the start instead of resuming from the last checkpoint; the teacher's answers
     and cache are kept (the cache is keyed by what it was built from)."""
