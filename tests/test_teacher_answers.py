@@ -69,20 +69,20 @@ def test_loading_incomplete_answers_says_what_is_missing(tmp_path):
 
 
 def test_answers_written_under_other_settings_are_refused_not_reused(teacher, tmp_path):
-    from uld.teacher_answers import SETTINGS_FILE, answer_settings
+    from uld.teacher_answers import SETTINGS_FILE, answer_settings, record_settings
 
     model, tokenizer = teacher
     rows = load_task("extractive_qa", "train", limit=4)
     written = answer_settings("default-teacher", shots=0, max_new_tokens=4, seed=0)
+    record_settings(tmp_path, written)
     generate_teacher_answers(model, tokenizer, rows, kind="extractive_qa", run_dir=tmp_path, max_new_tokens=4,
-                             progress=False, settings=written)
+                             progress=False)
     assert json.loads((tmp_path / SETTINGS_FILE).read_text()) == written
-    assert len(load_teacher_answers(tmp_path, rows, written)) == 4
+    record_settings(tmp_path, written)  # the same settings: the answers are theirs
+    assert len(load_teacher_answers(tmp_path, rows)) == 4
     other = answer_settings("teacher-extractive_qa", shots=0, max_new_tokens=8, seed=0)
     message = ("written under other settings \\(max_new_tokens 4 there, 8 here; teacher 'default-teacher' there, "
                "'teacher-extractive_qa' here\\)")
     with pytest.raises(ValueError, match=message):
-        load_teacher_answers(tmp_path, rows, other)
-    with pytest.raises(ValueError, match=message):
-        generate_teacher_answers(model, tokenizer, rows, kind="extractive_qa", run_dir=tmp_path, max_new_tokens=8,
-                                 progress=False, settings=other)
+        record_settings(tmp_path, other)
+    assert json.loads((tmp_path / SETTINGS_FILE).read_text()) == written  # refused, not rewritten

@@ -234,9 +234,8 @@ def run_distillation(config: DistillConfig, echo=print, overwrite: bool = False,
     if config.method != "raw":
         teacher = _prepare_teacher(config, data, student, run, echo, progress)
         report = {**teacher.report, "log_history": _train(config, data, student, teacher, run, progress)}
+        _save_student(config, run, student)
     predictions, scores = _evaluate(config, data, student, echo)
-    if config.method != "raw":
-        _save_student(run, student)
     results = _record(config, data, run, predictions, scores, report, started, echo)
     if _is_main_process():
         shutil.rmtree(run / CHECKPOINTS, ignore_errors=True)  # finished: nothing left to resume
@@ -304,15 +303,14 @@ def _is_main_process() -> bool:
     return not (distributed.is_available() and distributed.is_initialized()) or distributed.get_rank() == 0
 
 
-def _save_student(run: Path, student: _Student) -> None:
-    """The trained student as ``run/student``, a folder `uld.models.load_model` reads."""
-    from uld.storage import replaced_folder
+def _save_student(config: DistillConfig, run: Path, student: _Student) -> None:
+    """The trained student as ``run/student``, a folder `uld.models.load_model` reads (its
+    ``uld.json`` says it is a student, so `uld.evaluation` gives it the student's prompt)."""
+    from uld.model_files import save_model_folder
 
-    if not _is_main_process():
-        return
-    with replaced_folder(run / "student") as scratch:
-        student.model.save_pretrained(scratch)
-        student.tokenizer.save_pretrained(scratch)
+    if _is_main_process():
+        save_model_folder(run / "student", student.model, student.tokenizer,
+                          {"role": "student", "base": config.student, "method": config.method})
 
 
 def _load_data(config: DistillConfig) -> _Data:
@@ -487,17 +485,18 @@ class _LazyTeacher:
 def _with_teacher_answers(train, teacher: _LazyTeacher, tokenizer, config: DistillConfig, spec, folder: Path, echo,
                           progress: bool):
     """``train`` with its ``teacher_answer`` column, generating (resumably) what is missing."""
-    from uld.teacher_answers import MissingAnswers, answer_settings, generate_teacher_answers, load_teacher_answers
+    from uld.teacher_answers import (MissingAnswers, answer_settings, generate_teacher_answers, load_teacher_answers,
+                                     record_settings)
 
-    settings = answer_settings(config.teacher, shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
-                               seed=config.seed, dtype=config.teacher_dtype)
+    record_settings(folder, answer_settings(config.teacher, shots=config.teacher_shots, seed=config.seed,
+                                            max_new_tokens=config.max_new_tokens, dtype=config.teacher_dtype))
     try:
-        return load_teacher_answers(folder, train, settings)
+        return load_teacher_answers(folder, train)
     except MissingAnswers:
         echo(f"teacher answers for {len(train)} training questions")
         return generate_teacher_answers(teacher.get(), tokenizer, train, kind=spec.kind, run_dir=folder,
                                         shots=config.teacher_shots, max_new_tokens=config.max_new_tokens,
-                                        seed=config.seed, progress=progress, settings=settings)
+                                        seed=config.seed, progress=progress)
 
 
 def _warmup(ratio: float) -> dict:

@@ -5,9 +5,10 @@ training split, never the question itself), greedily, up to ``max_new_tokens``; 
 first line of its answer is kept. Answers are appended to ``<run>/teacher_answers.jsonl``
 one batch at a time and flushed to disk, so an interrupted run continues where it
 stopped: finished rows are never generated again, and a half-written last line is
-dropped and redone. ``teacher_answers.json`` beside the journal records what the answers
-depend on (``settings``: the teacher, its shots, the answer length, ...); answers written
-under other settings are refused with a `ValueError` naming the difference, never reused.
+dropped and redone. `record_settings` keeps ``teacher_answers.json`` beside the journal:
+what the answers depend on (`answer_settings`: the teacher, its shots, the answer length,
+...); a folder whose answers were written under other settings is refused with a
+`ValueError` naming the difference, so they are never reused by mistake.
 
     answers = generate_teacher_answers(teacher, tokenizer, load_task("extractive_qa", "train"),
                                        kind="extractive_qa", run_dir="runs/x", shots=2)
@@ -23,8 +24,8 @@ from uld.generation import greedy_first_lines
 from uld.storage import write_atomically
 from uld.prompts import shots_for_row, teacher_prompt
 
-__all__ = ["generate_teacher_answers", "load_teacher_answers", "answer_settings", "MissingAnswers", "ANSWERS_FILE",
-           "SETTINGS_FILE"]
+__all__ = ["generate_teacher_answers", "load_teacher_answers", "answer_settings", "record_settings", "MissingAnswers",
+           "ANSWERS_FILE", "SETTINGS_FILE"]
 
 ANSWERS_FILE = "teacher_answers.jsonl"
 SETTINGS_FILE = "teacher_answers.json"
@@ -35,8 +36,7 @@ class MissingAnswers(ValueError):
 
 
 def generate_teacher_answers(model, tokenizer, dataset, *, kind: str, run_dir, shots: int = 0, shot_pool=None,
-                             batch_size: int = 8, max_new_tokens: int = 150, seed: int = 0, progress: bool = True,
-                             settings: dict | None = None):
+                             batch_size: int = 8, max_new_tokens: int = 150, seed: int = 0, progress: bool = True):
     """Answer every row of ``dataset`` with the teacher; returns the rows plus ``teacher_answer``.
 
     Args:
@@ -46,16 +46,11 @@ def generate_teacher_answers(model, tokenizer, dataset, *, kind: str, run_dir, s
         run_dir: where ``teacher_answers.jsonl`` is written and resumed from.
         shots, shot_pool: few-shot examples per prompt, drawn from ``shot_pool`` (default:
             ``dataset`` itself) with a per-row seed, never the row being answered.
-        settings: what the answers depend on (`answer_settings`), recorded in
-            ``teacher_answers.json``; answers on disk written under other settings are refused.
     """
     from tqdm.auto import tqdm
 
     path = Path(run_dir) / ANSWERS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    if settings is not None:
-        _check_settings(run_dir, settings)
-        write_atomically(Path(run_dir) / SETTINGS_FILE, json.dumps(settings, indent=1, sort_keys=True))
     done = _finished(path)
     pool = list(shot_pool if shot_pool is not None else dataset) if shots else []
     todo = [(index, row) for index, row in enumerate(dataset) if row["id"] not in done]
@@ -73,7 +68,7 @@ def generate_teacher_answers(model, tokenizer, dataset, *, kind: str, run_dir, s
             os.fsync(journal.fileno())
             bar.update(len(batch))
         bar.close()
-    return load_teacher_answers(run_dir, dataset, settings)
+    return load_teacher_answers(run_dir, dataset)
 
 
 def answer_settings(teacher: str, *, shots: int, max_new_tokens: int, seed: int, dtype: str | None = None) -> dict:
@@ -87,19 +82,21 @@ def answer_settings(teacher: str, *, shots: int, max_new_tokens: int, seed: int,
             "seed": seed if shots else 0}
 
 
-def _check_settings(run_dir, settings: dict) -> None:
-    """Refuse answers on disk that were written under other ``settings`` (a journal from before
-    the settings were recorded is taken as it is)."""
+def record_settings(run_dir, settings: dict) -> None:
+    """Record that the teacher answers in ``run_dir`` are written under ``settings``
+    (`answer_settings`); `ValueError` naming the difference when other settings were
+    recorded there (a journal from before settings were recorded is taken as it is)."""
     path = Path(run_dir) / SETTINGS_FILE
-    if not path.exists():
-        return
-    recorded = json.loads(path.read_text())
+    recorded = json.loads(path.read_text()) if path.exists() else settings
     differences = [f"{key} {recorded.get(key)!r} there, {settings.get(key)!r} here"
                    for key in sorted(set(recorded) | set(settings)) if recorded.get(key) != settings.get(key)]
     if differences:
         raise ValueError(f"the teacher answers in {run_dir} were written under other settings ("
                          f"{'; '.join(differences)}): remove {ANSWERS_FILE} and {SETTINGS_FILE} there, "
                          f"or use another folder")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(settings, indent=1, sort_keys=True))
 
 
 def _finished(path: Path) -> dict[str, str]:
@@ -123,12 +120,9 @@ def _finished(path: Path) -> dict[str, str]:
     return done
 
 
-def load_teacher_answers(run_dir, dataset, settings: dict | None = None):
+def load_teacher_answers(run_dir, dataset):
     """``dataset`` with a ``teacher_answer`` column from the run's journal; `MissingAnswers`
-    when a row has none yet. With ``settings`` (as `generate_teacher_answers` records them),
-    answers written under other settings are refused (`ValueError`)."""
-    if settings is not None:
-        _check_settings(run_dir, settings)
+    when a row has none yet."""
     answers = _finished(Path(run_dir) / ANSWERS_FILE)
     missing = [row_id for row_id in dataset["id"] if row_id not in answers]
     if missing:
