@@ -50,22 +50,27 @@ def test_committed_notebook_carries_cpu_outputs_and_no_errors(path):
 MACHINE_PATH = re.compile(r"(/work/|/home/|/tmp/|/root/|/Users/|[A-Z]:\\\\)")
 EMPTY_TABLE = re.compile(r"<tbody>\s*</tbody>")
 OBJECT_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
+# Cited by every notebook: the paper, the two distillations it builds on, OT and its solver
+COURSE_REFERENCES = ("arXiv:2402.12030", "Hinton", "Kim", "Peyré, Cuturi", "POT: Python Optimal Transport")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_notebook_reads_clean(path):
-    """What a reader opening it sees: objectives, exercises with solutions, references; code
-    lines of at most 100 characters; no error, machine path, object address or empty table
-    in the outputs; the current format (cell ids, kernel and language metadata), so that
+    """What a reader opening it sees: objectives, two to four exercises with folded solutions,
+    the course's references; code lines of at most 100 characters; no error, machine path,
+    object address or empty table in the outputs; the current format (cell ids, kernel and language metadata), so that
     JupyterLab does not rewrite it on opening."""
     notebook = nbformat.read(path, as_version=4)
     assert notebook.nbformat == 4 and notebook.nbformat_minor >= 5 and all("id" in cell for cell in notebook.cells)
     assert {"kernelspec", "language_info"} <= set(notebook.metadata)
     prose = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
-    assert re.search(r"^## References$", prose, re.M) and "**You will learn**" in notebook.cells[0].source
-    if path.stem[:2] not in ("05", "10"):  # the course's exercises, solutions folded under them
-        exercises = next(cell.source for cell in notebook.cells if cell.source.startswith("## Exercises"))
-        assert "<details><summary>Solutions</summary>" in exercises
+    assert "**You will learn**" in notebook.cells[0].source
+    references = prose[re.search(r"^## References$", prose, re.M).end():]
+    assert all(source in references for source in COURSE_REFERENCES), references
+    exercises = next(cell.source for cell in notebook.cells if cell.source.startswith("## Exercises"))
+    questions = exercises.split("<details><summary>Solutions")[0]  # solutions folded under them
+    assert "<details><summary>Solutions" in exercises
+    assert 2 <= len(re.findall(r"^\d\. ", questions, re.M)) <= 4
     for cell in (cell for cell in notebook.cells if cell.cell_type == "code"):
         assert not [line for line in cell.source.splitlines() if len(line) > 100], cell.source[:200]
         for output in cell.outputs:
