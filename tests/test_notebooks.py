@@ -213,6 +213,25 @@ def test_09_has_no_paper_number_for_the_embedded_pair(ci_run):
     out, _ = ci_run
     metrics = metrics_of(ci_run, "09")
     assert metrics["paper"] is None and metrics["method"] == "uld" and 0 <= metrics["scores"]["f1"] <= 100
+    assert metrics["paper_dataset"] == "squad" and metrics["paper_rows"] > 0  # the stand-in's rows shown
+
+
+def test_09_cpu_preset_is_the_main_jobs_uld_cell():
+    """The cpu preset of notebook 09 says it runs the main job's ULD cell, seed 0: the same
+    settings, field by field, as that cell of configs/grids/cpu.yaml."""
+    from dataclasses import asdict
+
+    from uld.distill import DistillConfig
+    from uld.experiments import load_recipe
+    from uld.replicate import load_grid
+
+    preset = yaml.safe_load((NOTEBOOKS_DIR / "params" / "cpu.yaml").read_text())["09"]
+    notebook = DistillConfig(**{**load_recipe(preset["recipe"]), **preset["config"], "out": "."})
+    cells = load_grid("configs/grids/cpu.yaml").expand(Path("."))
+    cell = next(config for _, config in cells if (config.student, config.method, config.seed)
+                == ("pretrained-student-large", "uld", 0))
+    differ = {k: v for k, v in asdict(notebook).items() if v != getattr(cell, k) and k not in ("out", "teacher_outputs")}
+    assert not differ, differ
 
 
 def test_10_measures_what_uld_teaches_and_the_fixes(ci_run):
