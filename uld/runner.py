@@ -169,10 +169,35 @@ def normalise(notebook, preset: str):
                 for index, table in enumerate(dict.fromkeys(re.findall(r'id="T_([0-9a-f]+)"', data["text/html"]))):
                     data["text/html"] = data["text/html"].replace(f"T_{table}", f"T_output{number}_{index}")
         if "injected-parameters" in cell.metadata.get("tags", []):
-            lines = [line for line in cell.source.splitlines() if not line.startswith("output_dir")]
-            cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines[1:])
+            lines = [_wrapped(line) for line in cell.source.splitlines()[1:] if not line.startswith("output_dir")]
+            cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines)
             cell.id = "injected-parameters"  # papermill draws a new random id on every run
     return notebook
+
+
+def _wrapped(line: str, width: int = 100) -> str:
+    """A parameter line as papermill wrote it, a dict or list longer than ``width`` spread
+    one item a line (the committed notebooks keep code lines within 100 characters).
+
+    >>> print(_wrapped('config = {"method": "uld", "epochs": 4}', width=20))
+    config = {
+        "method": "uld",
+        "epochs": 4,
+    }
+    """
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    name, _, text = line.partition(" = ")
+    if len(line) <= width or not text.startswith(("{", "[")):
+        return line
+    value = ast.literal_eval(text)
+    if isinstance(value, dict):
+        items = [f"{PythonTranslator.translate(k)}: {PythonTranslator.translate(v)}" for k, v in value.items()]
+    else:
+        items = [PythonTranslator.translate(item) for item in value]
+    return "\n".join([f"{name} = {text[0]}", *(f"    {item}," for item in items), "}" if text[0] == "{" else "]"])
 
 
 def _stable_widget_ids(notebook) -> None:
