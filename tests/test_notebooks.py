@@ -58,9 +58,13 @@ COURSE_REFERENCES = ("arXiv:2402.12030", "Hinton", "Kim", "Peyré, Cuturi", "POT
 def test_committed_notebook_reads_clean(path):
     """What a reader opening it sees: objectives, two to four exercises with folded solutions,
     the course's references; code lines of at most 100 characters; no error, machine path,
-    object address or empty table in the outputs; the current format (cell ids, kernel and language metadata), so that
-    JupyterLab does not rewrite it on opening."""
-    notebook = nbformat.read(path, as_version=4)
+    object address or empty table in the outputs; the current format (cell ids, kernel and
+    language metadata), valid, and byte for byte what Jupyter writes when it saves it, so
+    that JupyterLab has nothing to rewrite on opening."""
+    text = path.read_text(encoding="utf-8")
+    notebook = nbformat.reads(text, as_version=4)
+    nbformat.validate(notebook)
+    assert nbformat.writes(notebook) + "\n" == text  # the bytes Jupyter writes on saving it: nothing to rewrite
     assert notebook.nbformat == 4 and notebook.nbformat_minor >= 5 and all("id" in cell for cell in notebook.cells)
     assert {"kernelspec", "language_info"} <= set(notebook.metadata)
     prose = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
