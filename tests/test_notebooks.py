@@ -58,8 +58,8 @@ COURSE_REFERENCES = ("arXiv:2402.12030", "Hinton", "Kim", "Peyré, Cuturi", "POT
 def test_committed_notebook_reads_clean(path):
     """What a reader opening it sees: objectives, two to four exercises with folded solutions,
     the course's references; code lines of at most 100 characters; no error, machine path,
-    object address or empty table in the outputs; the current format (cell ids, kernel and
-    language metadata), valid, and byte for byte what Jupyter writes when it saves it, so
+    object address or empty table in the outputs; every widget's state saved; the current
+    format (cell ids, kernel and language metadata), valid, and byte for byte what Jupyter writes when it saves it, so
     that JupyterLab has nothing to rewrite on opening."""
     text = path.read_text(encoding="utf-8")
     notebook = nbformat.reads(text, as_version=4)
@@ -75,10 +75,13 @@ def test_committed_notebook_reads_clean(path):
     questions = exercises.split("<details><summary>Solutions")[0]  # solutions folded under them
     assert "<details><summary>Solutions" in exercises
     assert 2 <= len(re.findall(r"^\d\. ", questions, re.M)) <= 4
+    saved_widgets = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
     for cell in (cell for cell in notebook.cells if cell.cell_type == "code"):
         assert not [line for line in cell.source.splitlines() if len(line) > 100], cell.source[:200]
         for output in cell.outputs:
             assert output.output_type != "error"
+            view = output.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            assert view is None or view["model_id"] in saved_widgets.get("state", {})  # shown without a kernel
             text = output.get("text", "") + "".join(v for v in output.get("data", {}).values() if isinstance(v, str))
             assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text).group(0)
             assert not EMPTY_TABLE.search(text) and not OBJECT_ADDRESS.search(text)
