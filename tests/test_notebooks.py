@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import papermill
 import pytest
 import yaml
 
-from uld.runner import NOTEBOOKS_DIR, PRESETS, discover
+from uld.runner import NOTEBOOKS_DIR, PRESETS, discover, kernelspec
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = discover(NOTEBOOKS_DIR)
@@ -66,7 +67,7 @@ def test_committed_notebook_reads_clean(path):
     nbformat.validate(notebook)
     assert nbformat.writes(notebook) + "\n" == text  # the bytes Jupyter writes on saving it: nothing to rewrite
     assert notebook.nbformat == 4 and notebook.nbformat_minor >= 5 and all("id" in cell for cell in notebook.cells)
-    assert {"kernelspec", "language_info"} <= set(notebook.metadata)
+    assert notebook.metadata.kernelspec == kernelspec() and "version" in notebook.metadata.language_info
     prose = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     assert "**You will learn**" in notebook.cells[0].source
     references = prose[re.search(r"^## References$", prose, re.M).end():]
@@ -325,6 +326,11 @@ def test_in_place_refresh_writes_normalised_notebooks(tmp_path):
     view = notebook.cells[-1].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert view["model_id"] == "0" * 32 and view["model_id"] in state
+    # where they cannot show, a line naming the slider instead of the widget's repr
+    assert notebook.cells[-1].outputs[0]["data"]["text/plain"].startswith("Controls: n. Run this cell")
+    # the kernel's metadata as JupyterLab writes it on opening: nothing to mark modified
+    assert notebook.metadata.kernelspec.display_name == "Python 3 (ipykernel)"
+    assert notebook.metadata.language_info.version == platform.python_version()
     assert {model["model_name"] for model in state.values()} >= {"VBoxModel", "IntSliderModel", "OutputModel"}
     assert not any(model["model_name"].endswith("ProgressModel") for model in state.values())
     output = next(model for model in state.values() if model["model_name"] == "OutputModel")

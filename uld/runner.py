@@ -153,11 +153,13 @@ def refresh_committed(executed: Path, committed: Path, preset: str) -> None:
 
 def normalise(notebook, preset: str):
     """Drop what changes from run to run from a notebook: timings, dates, paths, object
-    addresses in text outputs, progress bars; widget ids are made stable."""
+    addresses in text outputs, progress bars; widget ids are made stable. The kernel's
+    metadata is left as JupyterLab writes it on opening (the kernelspec's display name,
+    the language's version), so that opening the notebook does not mark it modified."""
     notebook = copy.deepcopy(notebook)
     notebook.metadata.pop("papermill", None)
     _stable_widget_ids(notebook)
-    notebook.metadata.get("language_info", {}).pop("version", None)
+    notebook.metadata["kernelspec"] = kernelspec(notebook.metadata.get("kernelspec", {}).get("name", "python3"))
     for cell in notebook.cells:
         for key in _VOLATILE_CELL_METADATA:
             cell.metadata.pop(key, None)
@@ -173,6 +175,16 @@ def normalise(notebook, preset: str):
             cell.source = "\n".join([f'# Parameters of the "{preset}" preset (the output folder left out)'] + lines)
             cell.id = "injected-parameters"  # papermill draws a new random id on every run
     return notebook
+
+
+def kernelspec(name: str = "python3") -> dict:
+    """A notebook's ``kernelspec`` metadata as Jupyter writes it for the installed kernel
+    ``name``: ``{"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}``
+    with ipykernel (papermill copies the notebook's own, whatever it says)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
 
 
 def _wrapped(line: str, width: int = 100) -> str:
@@ -205,7 +217,9 @@ def _stable_widget_ids(notebook) -> None:
 
     nbclient saves each widget model under a random id; renaming them ``0...0``, ``0...1``
     in the order they are reached from the cells' widget views makes two runs of the same
-    notebook write the same file. Models no view reaches are dropped.
+    notebook write the same file. Models no view reaches are dropped. Where widgets cannot
+    show (an untrusted notebook in JupyterLab, a plain-text viewer) the output's text is
+    shown instead; the widget's repr there becomes a line naming its controls.
     """
     state = notebook.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
 
@@ -226,6 +240,11 @@ def _stable_widget_ids(notebook) -> None:
     for cell in notebook.cells:
         if "outputs" in cell:
             cell.outputs = [output for output in cell.outputs if kept(output)]
+            for output in cell.outputs:
+                if _WIDGET_VIEW in output.get("data", {}):
+                    models = reached(output["data"][_WIDGET_VIEW]["model_id"])
+                    output["data"]["text/plain"] = _widget_fallback(
+                        [state[m]["state"].get("description", "") for m in models])
     views = [output["data"][_WIDGET_VIEW] for cell in notebook.cells for output in cell.get("outputs", [])
              if _WIDGET_VIEW in output.get("data", {})]
     order = list(dict.fromkeys(model for view in views for model in reached(view["model_id"])))
@@ -238,6 +257,18 @@ def _stable_widget_ids(notebook) -> None:
     notebook.metadata["widgets"][_WIDGET_STATE]["state"] = json.loads(text)
     for view in views:
         view["model_id"] = renamed.get(view["model_id"], view["model_id"])
+
+
+def _widget_fallback(descriptions: list[str]) -> str:
+    """What a saved widget output reads where the widget cannot show.
+
+    >>> _widget_fallback(["lambda", "", "top-k"])
+    'Controls: lambda; top-k. Run this cell, or trust the notebook, to show them.'
+    """
+    named = [description for description in descriptions if description]
+    if not named:
+        return "An interactive widget: run this cell, or trust the notebook, to show it."
+    return f"Controls: {'; '.join(named)}. Run this cell, or trust the notebook, to show them."
 
 
 def _write_summary(path: Path, preset: str, results: list[NotebookResult]) -> None:
