@@ -131,3 +131,23 @@ def test_the_loss_benchmark_refuses_cuda_where_there_is_none(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loss_speed.py"), "--device", "cuda",
                            "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no CUDA device here" in done.stderr
+
+
+def test_the_jupyterlab_check_counts_what_a_notebook_saves_and_names_what_it_lacks(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from notebooks_in_jupyterlab import problems, saved_outputs
+    finally:
+        sys.path.pop(0)
+    saved = saved_outputs(ROOT / "notebooks" / "04_loss_on_sequences.ipynb")
+    assert saved["widgets"] == 1 and saved["figures"] >= 5 and saved["tables"] >= 5
+    seen = {**saved, "errors": 0, "modified": False}
+    assert problems(saved, seen) == []
+    assert problems(saved, {**seen, "figures": 4, "errors": 1, "modified": True}) == [
+        f"4 of {saved['figures']} figures shown", "1 error outputs", "marked modified on opening"]
+    # without a browser it says what to install, in one line, and exits 2
+    script = ROOT / "benchmarks" / "notebooks_in_jupyterlab.py"
+    done = subprocess.run([sys.executable, str(script), "--chromium", str(tmp_path / "chromium")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "chromium not found: apt-get install chromium chromium-driver" in done.stderr
