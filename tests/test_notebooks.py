@@ -60,8 +60,8 @@ def test_committed_notebook_reads_clean(path):
     """What a reader opening it sees: objectives, two to four exercises with folded solutions,
     the course's references; code lines of at most 100 characters; no error, machine path,
     object address or empty table in the outputs; every widget's state saved; the current
-    format (cell ids, kernel and language metadata), valid, and byte for byte what Jupyter writes when it saves it, so
-    that JupyterLab has nothing to rewrite on opening."""
+    format (cell ids, the kernel's metadata as JupyterLab writes it), valid, and byte for
+    byte what Jupyter writes when it saves it: opening it marks nothing modified."""
     text = path.read_text(encoding="utf-8")
     notebook = nbformat.reads(text, as_version=4)
     nbformat.validate(notebook)

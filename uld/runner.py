@@ -158,7 +158,7 @@ def normalise(notebook, preset: str):
     the language's version), so that opening the notebook does not mark it modified."""
     notebook = copy.deepcopy(notebook)
     notebook.metadata.pop("papermill", None)
-    _stable_widget_ids(notebook)
+    _saved_widgets(notebook)
     notebook.metadata["kernelspec"] = kernelspec(notebook.metadata.get("kernelspec", {}).get("name", "python3"))
     for cell in notebook.cells:
         for key in _VOLATILE_CELL_METADATA:
@@ -212,8 +212,9 @@ def _wrapped(line: str, width: int = 100) -> str:
     return "\n".join([f"{name} = {text[0]}", *(f"    {item}," for item in items), "}" if text[0] == "{" else "]"])
 
 
-def _stable_widget_ids(notebook) -> None:
-    """Keep the saved widgets (sliders and their output show without a kernel), renamed.
+def _saved_widgets(notebook) -> None:
+    """Keep the saved widgets (sliders and their output show without a kernel), renamed,
+    with a readable text fallback.
 
     nbclient saves each widget model under a random id; renaming them ``0...0``, ``0...1``
     in the order they are reached from the cells' widget views makes two runs of the same
