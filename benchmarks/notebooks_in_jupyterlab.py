@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from uld.runner import WIDGET_FALLBACK_HINT
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 _SHOWN = {  # what the browser shows, by CSS selector inside the open notebook
@@ -100,7 +102,7 @@ def shown(driver, url: str, settle: float) -> dict:
         time.sleep(0.2)
     time.sleep(2)
     counts = {name: len(panel.find_elements(By.CSS_SELECTOR, css)) for name, css in _SHOWN.items()}
-    counts["widget_fallbacks"] = sum("Run this cell, or trust the notebook" in element.text
+    counts["widget_fallbacks"] = sum(WIDGET_FALLBACK_HINT in element.text
                                      for element in panel.find_elements(By.CSS_SELECTOR, _SHOWN["widget_fallbacks"]))
     tab = driver.find_element(By.CSS_SELECTOR, ".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
     counts["modified"] = "jp-mod-dirty" in tab.get_attribute("class")

@@ -32,6 +32,8 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 _VOLATILE_CELL_METADATA = ("papermill", "execution", "ExecuteTime")
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# How a saved widget's text fallback ends (an untrusted notebook shows it in place of the widget)
+WIDGET_FALLBACK_HINT = "Run this cell, or trust the notebook, to show"
 
 
 class UsageError(ValueError):
@@ -241,13 +243,12 @@ def _saved_widgets(notebook) -> None:
     for cell in notebook.cells:
         if "outputs" in cell:
             cell.outputs = [output for output in cell.outputs if kept(output)]
-            for output in cell.outputs:
-                if _WIDGET_VIEW in output.get("data", {}):
-                    models = reached(output["data"][_WIDGET_VIEW]["model_id"])
-                    output["data"]["text/plain"] = _widget_fallback(
-                        [state[m]["state"].get("description", "") for m in models])
-    views = [output["data"][_WIDGET_VIEW] for cell in notebook.cells for output in cell.get("outputs", [])
-             if _WIDGET_VIEW in output.get("data", {})]
+    widget_outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])
+                      if _WIDGET_VIEW in output.get("data", {})]
+    views = [output["data"][_WIDGET_VIEW] for output in widget_outputs]
+    for output, view in zip(widget_outputs, views):
+        output["data"]["text/plain"] = _widget_fallback([state[m]["state"].get("description", "")
+                                                         for m in reached(view["model_id"])])
     order = list(dict.fromkeys(model for view in views for model in reached(view["model_id"])))
     renamed = {model: f"{index:032x}" for index, model in enumerate(order)}
     if not renamed:
@@ -261,15 +262,16 @@ def _saved_widgets(notebook) -> None:
 
 
 def _widget_fallback(descriptions: list[str]) -> str:
-    """What a saved widget output reads where the widget cannot show.
+    """What a saved widget output reads where the widget cannot show; it ends with
+    `WIDGET_FALLBACK_HINT`.
 
     >>> _widget_fallback(["lambda", "", "top-k"])
     'Controls: lambda; top-k. Run this cell, or trust the notebook, to show them.'
     """
     named = [description for description in descriptions if description]
     if not named:
-        return "An interactive widget: run this cell, or trust the notebook, to show it."
-    return f"Controls: {'; '.join(named)}. Run this cell, or trust the notebook, to show them."
+        return f"An interactive widget. {WIDGET_FALLBACK_HINT} it."
+    return f"Controls: {'; '.join(named)}. {WIDGET_FALLBACK_HINT} them."
 
 
 def _write_summary(path: Path, preset: str, results: list[NotebookResult]) -> None:
