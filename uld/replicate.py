@@ -50,7 +50,7 @@ from uld.distill import DistillConfig, finished_metrics
 from uld.locks import one_writer
 from uld.methods import PAPER_DISTILLATION_WEIGHT, needs_teacher_answers, unread_settings
 
-__all__ = ["Grid", "load_grid", "read_recipe", "run_grid", "summarise", "paper_number", "paper_rows", "PAPER_STAND_INS",
+__all__ = ["Grid", "load_grid", "read_recipe", "run_grid", "summarise", "paper_number", "paper_dataset", "paper_rows", "PAPER_STAND_INS",
            "RESULT_COLUMNS"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -442,6 +442,15 @@ _PAPER_METRICS = {"f1": "f1", "rougeLsum": "rougeLsum", "bertscore": "f1_bert"}
 PAPER_STAND_INS = {"extractive_qa": "squad", "generative_qa": "fairytaleqa", "dialogue_summary": "dialogsum"}
 
 
+def paper_dataset(task: str) -> str:
+    """The paper's dataset for ``task``: itself, or the one an embedded task stands in for.
+
+    >>> paper_dataset("extractive_qa"), paper_dataset("squad")
+    ('squad', 'squad')
+    """
+    return PAPER_STAND_INS.get(task, task)
+
+
 def paper_rows(task: str) -> list[dict]:
     """The paper's distillation results on ``task``'s dataset (an embedded task: the paper
     dataset it stands in for, `PAPER_STAND_INS`), one row per student, teacher and run.
@@ -457,7 +466,7 @@ def paper_rows(task: str) -> list[dict]:
     """
     from uld.data import TASKS
 
-    dataset = PAPER_STAND_INS.get(task, task)
+    dataset = paper_dataset(task)
     if dataset not in _PAPER_DATASETS:
         raise ValueError(f"the paper has no results for task {task!r}; it has {sorted(_PAPER_DATASETS)} "
                          f"and the embedded tasks that stand in for them, {sorted(PAPER_STAND_INS)}")
